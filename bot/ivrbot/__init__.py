@@ -1,0 +1,1 @@
+"""On-prem IVR voice bot: SIP/RTP endpoint and Pipecat pipeline."""

@@ -1,0 +1,1 @@
+"""kopf operator that turns IVRBot resources into bot pods."""
