@@ -1,0 +1,150 @@
+"""`ivrbot stack`: the three sidecars of a bot pod as real servers on loopback.
+
+Each runs as its own process (as in a pod), is waited on until ready, and is watched: if one dies,
+the stack says which and stops the others instead of hanging.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ivrbot.logs import get_logger
+from ivrbot.sidecars.llama import LlamaServer, LlamaServerConfig
+from ivrbot.sidecars.process import ManagedProcess, SidecarError, tcp_ready
+
+log = get_logger(__name__)
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are the voice assistant of a company's phone line. Answer the caller in one or two short, "
+    "plain sentences that sound natural when spoken. Do not use lists, markdown or emojis. "
+    "If you do not know, say so and offer to transfer the caller to a person."
+)
+
+
+@dataclass
+class StackConfig:
+    host: str = "127.0.0.1"
+    vosk_port: int = 2700
+    piper_port: int = 5002
+    llama_port: int = 8080
+    vosk_model: Path | None = None
+    piper_voice: Path | None = None
+    llama_model: Path | None = None
+    llama_parallel: int = 4
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def vosk_url(self) -> str:
+        return f"ws://{self.host}:{self.vosk_port}"
+
+    @property
+    def piper_url(self) -> str:
+        return f"ws://{self.host}:{self.piper_port}"
+
+    @property
+    def llama_url(self) -> str:
+        return f"http://{self.host}:{self.llama_port}"
+
+
+class Stack:
+    """Vosk, Piper and llama-server, started in parallel, stopped together."""
+
+    def __init__(self, config: StackConfig) -> None:
+        from ivrbot.sidecars import models
+
+        self.config = config
+        c = config
+        vosk_model = c.vosk_model or models.vosk_model_path()
+        piper_voice = c.piper_voice or models.piper_voice_path()
+        llama_model = c.llama_model or models.llama_model_path()
+        py = sys.executable
+        self.vosk = ManagedProcess(
+            "vosk-server",
+            [py, "-m", "ivrbot", "vosk-server", "--host", c.host, "--port", str(c.vosk_port),
+             "--model", str(vosk_model)],
+            lambda: tcp_ready(c.host, c.vosk_port),
+            env=c.extra_env, host=c.host, port=c.vosk_port,
+        )
+        self.piper = ManagedProcess(
+            "piper-server",
+            [py, "-m", "ivrbot", "piper-server", "--host", c.host, "--port", str(c.piper_port),
+             "--voice", str(piper_voice)],
+            lambda: tcp_ready(c.host, c.piper_port),
+            env=c.extra_env, host=c.host, port=c.piper_port,
+        )
+        self.llama = LlamaServer(
+            LlamaServerConfig(model=llama_model, host=c.host, port=c.llama_port, parallel=c.llama_parallel)
+        )
+
+    @property
+    def processes(self) -> list[ManagedProcess]:
+        return [self.vosk, self.piper, self.llama.process]
+
+    async def start(self) -> None:
+        results = await asyncio.gather(
+            self.vosk.start(), self.piper.start(), self.llama.start(), return_exceptions=True
+        )
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            await self.stop()
+            raise errors[0]
+        await self.llama.warm_up(self.config.system_prompt)
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(p.stop() for p in self.processes), return_exceptions=True)
+
+    async def wait_for_failure(self) -> str:
+        """Return the name of the first sidecar that exits (its death is an error while serving)."""
+        waits = {asyncio.create_task(p.wait()): p for p in self.processes}
+        try:
+            done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            proc = waits[next(iter(done))]
+            return f"{proc.name} exited with code {proc.returncode}: {proc.last_output()}"
+        finally:
+            for t in waits:
+                t.cancel()
+            await asyncio.gather(*waits, return_exceptions=True)
+
+
+async def run_stack(config: StackConfig, *, check: bool) -> int:
+    """Start the stack; with `check`, answer one sample request on each server and stop."""
+    stack = Stack(config)
+    print("starting vosk-server, piper-server and llama-server (models load in a few seconds)...", flush=True)
+    try:
+        await stack.start()
+    except SidecarError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"vosk-server   listening on {config.vosk_url}", flush=True)
+    print(f"piper-server  listening on {config.piper_url}", flush=True)
+    print(f"llama-server  listening on {config.llama_url}  (OpenAI API at {config.llama_url}/v1)", flush=True)
+    try:
+        if check:
+            from ivrbot.stack_check import check_stack
+
+            return await check_stack(config)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        print("stack is up; Ctrl-C stops it", flush=True)
+        stop_task = asyncio.create_task(stop.wait())
+        fail_task = asyncio.create_task(stack.wait_for_failure())
+        done, pending = await asyncio.wait({stop_task, fail_task}, return_when=asyncio.FIRST_COMPLETED)
+        for t in pending:
+            t.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        if fail_task in done:
+            print(f"error: {fail_task.result()}", file=sys.stderr)
+            return 1
+        print("stopping...", flush=True)
+        return 0
+    finally:
+        with contextlib.suppress(Exception):
+            await stack.stop()
