@@ -29,7 +29,8 @@ fi
 
 # 2. Python >= 3.12 and the project's .venv.
 PY=""
-for c in "${PYTHON:-}" python3.12 python3.13 python3; do
+pyenv_root="${PYENV_ROOT:-$HOME/.pyenv}"
+for c in "${PYTHON:-}" python3.12 python3.13 python3 "$pyenv_root"/versions/3.1[2-9]*/bin/python3 /usr/bin/python3; do
   [[ -n "$c" ]] && command -v "$c" >/dev/null 2>&1 || continue
   if "$c" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 12) else 1)' 2>/dev/null; then PY="$c"; break; fi
 done
