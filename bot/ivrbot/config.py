@@ -1,0 +1,146 @@
+"""`ivrbot serve` configuration: defaults, then a YAML file, then IVRBOT_* environment variables.
+
+Every key of the file is a field name below; every environment variable is IVRBOT_<FIELD>. A bad
+value is refused at start with a message naming the key, never at the first call.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ivrbot.assistant_settings import AssistantSettings, VadSettings, parse_dtmf_map
+
+
+class ConfigError(ValueError):
+    """A configuration value is wrong; the message names the key."""
+
+
+@dataclass(frozen=True)
+class BotConfig:
+    sip_host: str = "0.0.0.0"
+    sip_port: int = 5060
+    #: address put in SDP c= and Contact; must be routable from the proxy and the caller
+    advertised_address: str = ""
+    rtp_port_min: int = 20000
+    rtp_port_max: int = 20099
+    max_calls: int = 20
+    #: CIDRs allowed to send SIP; empty accepts every source
+    trusted_proxies: tuple[str, ...] = ()
+    http_host: str = "0.0.0.0"
+    http_port: int = 9100
+    drain_grace_seconds: float = 60.0
+    vosk_url: str = "ws://127.0.0.1:2700"
+    piper_url: str = "ws://127.0.0.1:5002"
+    llama_url: str = "http://127.0.0.1:8080/v1"
+    system_prompt: str = ""
+    greeting: str = ""
+    max_tokens: int = 120
+    vad_confidence: float = VadSettings.confidence
+    vad_start_secs: float = VadSettings.start_secs
+    vad_stop_secs: float = VadSettings.stop_secs
+    vad_min_volume: float = VadSettings.min_volume
+    dtmf_map: dict[str, dict[str, str]] = field(default_factory=dict)
+    hangup_phrases: tuple[str, ...] = AssistantSettings.hangup_phrases
+    silence_timeout_secs: float = AssistantSettings.silence_timeout_secs
+    #: echo caller audio back instead of running the assistant (media tests, network checks)
+    echo: bool = False
+
+    def assistant_settings(self) -> AssistantSettings:
+        base = AssistantSettings()
+        return replace(
+            base,
+            vosk_url=self.vosk_url,
+            piper_url=self.piper_url,
+            llama_url=self.llama_url,
+            system_prompt=self.system_prompt or base.system_prompt,
+            greeting=self.greeting,
+            max_tokens=self.max_tokens,
+            vad=VadSettings(
+                confidence=self.vad_confidence,
+                start_secs=self.vad_start_secs,
+                stop_secs=self.vad_stop_secs,
+                min_volume=self.vad_min_volume,
+            ),
+            dtmf_map=parse_dtmf_map(self.dtmf_map),
+            hangup_phrases=self.hangup_phrases,
+            silence_timeout_secs=self.silence_timeout_secs,
+        )
+
+    def validate(self) -> BotConfig:
+        for name in ("sip_port", "http_port", "rtp_port_min", "rtp_port_max"):
+            v = getattr(self, name)
+            if not 1 <= v <= 65535:
+                raise ConfigError(f"{name}: {v} is not a port number (1-65535)")
+        if self.rtp_port_max - self.rtp_port_min < 1:
+            raise ConfigError(f"rtp_port_max: the range {self.rtp_port_min}-{self.rtp_port_max} holds no RTP/RTCP pair")
+        if self.max_calls < 1:
+            raise ConfigError(f"max_calls: must be at least 1, got {self.max_calls}")
+        for cidr in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError as exc:
+                raise ConfigError(f"trusted_proxies: {cidr!r} is not a CIDR: {exc}") from exc
+        if self.advertised_address:
+            try:
+                ipaddress.ip_address(self.advertised_address)
+            except ValueError as exc:
+                raise ConfigError(f"advertised_address: {self.advertised_address!r} is not an IP address") from exc
+        try:
+            self.assistant_settings()
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+        return self
+
+
+def _coerce(name: str, raw: Any, default: Any) -> Any:
+    try:
+        if isinstance(default, bool):
+            return raw if isinstance(raw, bool) else str(raw).strip().lower() in ("1", "true", "yes", "on")
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+        if isinstance(default, tuple):
+            if isinstance(raw, (list, tuple)):
+                return tuple(str(x).strip() for x in raw if str(x).strip())
+            return tuple(x.strip() for x in str(raw).split(",") if x.strip())
+        if isinstance(default, dict):
+            value = json.loads(raw) if isinstance(raw, str) else raw
+            if not isinstance(value, dict):
+                raise ValueError("expected a JSON object")
+            return value
+        return str(raw)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{name}: cannot use {raw!r}: {exc}") from exc
+
+
+def load_config(path: Path | None = None, env: dict[str, str] | None = None) -> BotConfig:
+    """Defaults <- YAML file (IVRBOT_CONFIG or `path`) <- IVRBOT_* variables, validated."""
+    env = dict(os.environ if env is None else env)
+    defaults = BotConfig()
+    values: dict[str, Any] = {}
+    file_path = path or (Path(env["IVRBOT_CONFIG"]) if env.get("IVRBOT_CONFIG") else None)
+    known = {f.name for f in fields(BotConfig)}
+    if file_path is not None:
+        try:
+            data = yaml.safe_load(file_path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"config file {file_path}: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {file_path}: expected a mapping of keys to values")
+        for key, raw in data.items():
+            if key not in known:
+                raise ConfigError(f"config file {file_path}: unknown key {key!r}")
+            values[key] = _coerce(key, raw, getattr(defaults, key))
+    for name in known:
+        raw = env.get(f"IVRBOT_{name.upper()}")
+        if raw is not None:
+            values[name] = _coerce(f"IVRBOT_{name.upper()}", raw, getattr(defaults, name))
+    return replace(defaults, **values).validate()

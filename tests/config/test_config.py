@@ -1,0 +1,48 @@
+"""Configuration: file then environment, and errors that name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ivrbot.config import ConfigError, load_config
+
+
+def test_defaults_are_valid() -> None:
+    cfg = load_config(env={})
+    assert cfg.sip_port == 5060
+    assert cfg.assistant_settings().vosk_url.startswith("ws://")
+
+
+def test_environment_overrides_file(tmp_path: Path) -> None:
+    f = tmp_path / "bot.yaml"
+    f.write_text("sip_port: 5070\nmax_calls: 3\ntrusted_proxies: [10.0.0.0/8]\n")
+    cfg = load_config(f, env={"IVRBOT_MAX_CALLS": "7", "IVRBOT_DTMF_MAP": '{"0": {"action": "hangup"}}'})
+    assert cfg.sip_port == 5070
+    assert cfg.max_calls == 7
+    assert cfg.trusted_proxies == ("10.0.0.0/8",)
+    assert cfg.assistant_settings().dtmf_map["0"].action == "hangup"
+
+
+@pytest.mark.parametrize(
+    ("env", "names"),
+    [
+        ({"IVRBOT_SIP_PORT": "70000"}, "sip_port"),
+        ({"IVRBOT_MAX_CALLS": "many"}, "IVRBOT_MAX_CALLS"),
+        ({"IVRBOT_TRUSTED_PROXIES": "10.0.0.0/33"}, "trusted_proxies"),
+        ({"IVRBOT_RTP_PORT_MIN": "20000", "IVRBOT_RTP_PORT_MAX": "20000"}, "rtp_port_max"),
+        ({"IVRBOT_DTMF_MAP": '{"x": {"action": "hangup"}}'}, "DTMF map"),
+        ({"IVRBOT_ADVERTISED_ADDRESS": "pod.local"}, "advertised_address"),
+    ],
+)
+def test_bad_values_name_the_key(env: dict[str, str], names: str) -> None:
+    with pytest.raises(ConfigError, match=names):
+        load_config(env=env)
+
+
+def test_unknown_file_key_is_refused(tmp_path: Path) -> None:
+    f = tmp_path / "bot.yaml"
+    f.write_text("sip_prot: 5070\n")
+    with pytest.raises(ConfigError, match="unknown key 'sip_prot'"):
+        load_config(f, env={})
