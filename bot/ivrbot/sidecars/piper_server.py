@@ -1,0 +1,424 @@
+"""Piper TTS over WebSocket: audio streamed sentence by sentence, utterances kept apart, cancellable.
+
+Piper ships no streaming server, so the project defines this small protocol (docs/protocols.md):
+- on connect the server sends ``{"type": "ready", "sample_rate": 22050}`` (the voice's rate);
+- the client sends ``{"type": "speak", "id": ..., "text": ..., "flush": true}`` and
+  ``{"type": "cancel", "id": ...}``;
+- per utterance the server sends ``{"type": "audio_start", "id"}``, binary s16le mono frames (at
+  most ``frame_ms`` each, every sentence as soon as it is synthesized), then
+  ``{"type": "audio_end", "id", "reason": "done" | "cancelled" | "error"}``.
+
+Why these rules:
+- ``flush``: text of one id accumulates; complete sentences (a terminator and whitespace) are
+  synthesized at once, the unfinished tail waits for more text; ``flush: true`` (the default)
+  synthesizes the tail and ends the utterance. A token-streaming client sends ``flush: false`` and
+  a final flush; a sentence-at-a-time client just sends ``flush: true`` per utterance.
+- Utterances play one after another per connection, in the order of their first ``speak``, so the
+  binary frames between ``audio_start`` and ``audio_end`` belong to that id and carry no header.
+- ``cancel`` ends every live utterance with that id (playing or queued) with reason ``cancelled``;
+  audio stops at once, the sentence being synthesized in a thread is discarded when it finishes.
+- A malformed message gets ``{"type": "error", "message": ...}`` and the connection stays usable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeGuard, TypeVar
+
+from websockets.asyncio import server as ws_server
+from websockets.asyncio.server import Server, ServerConnection
+from websockets.exceptions import ConnectionClosed
+
+from ivrbot.logs import get_logger
+from ivrbot.sidecars.process import SidecarError
+
+log = get_logger(__name__)
+
+UttId = str | int
+EndReason = Literal["done", "cancelled", "error"]
+T = TypeVar("T")
+
+# ---------------------------------------------------------------------------------------------
+# Sans-IO core: client messages and sentence accumulation.
+
+
+@dataclass(frozen=True)
+class Speak:
+    id: UttId
+    text: str
+    flush: bool = True
+
+
+@dataclass(frozen=True)
+class Cancel:
+    id: UttId
+
+
+@dataclass(frozen=True)
+class BadMessage:
+    reason: str
+    id: UttId | None = None
+
+
+ClientMessage = Speak | Cancel | BadMessage
+
+
+def _valid_id(value: Any) -> TypeGuard[UttId]:
+    return isinstance(value, str | int) and not isinstance(value, bool)
+
+
+def parse_message(message: str | bytes) -> ClientMessage:
+    """Classify one client frame; anything unusable becomes a BadMessage with a reason for the client."""
+    if isinstance(message, bytes):
+        return BadMessage("binary frames are not accepted; send JSON text messages")
+    try:
+        obj = json.loads(message)
+    except ValueError:
+        return BadMessage("message is not JSON")
+    if not isinstance(obj, dict):
+        return BadMessage("message must be a JSON object")
+    kind, uid = obj.get("type"), obj.get("id")
+    if kind not in ("speak", "cancel"):
+        return BadMessage(f"unknown message type {kind!r}; expected 'speak' or 'cancel'")
+    if not _valid_id(uid):
+        return BadMessage(f"{kind}: 'id' must be a string or an integer")
+    if kind == "cancel":
+        return Cancel(uid)
+    text, flush = obj.get("text"), obj.get("flush", True)
+    if not isinstance(text, str):
+        return BadMessage("speak: 'text' must be a string", uid)
+    if not isinstance(flush, bool):
+        return BadMessage("speak: 'flush' must be a boolean", uid)
+    return Speak(uid, text, flush)
+
+
+# A sentence ends at . ! ? ; (or their CJK forms), optional closing quotes/brackets, then whitespace;
+# a newline always ends one.
+_SENTENCE_END = re.compile(r"[.!?;。！？]+[\"'”’)\]]*\s+|\n\s*")
+
+
+def split_complete(buffer: str) -> tuple[str, str]:
+    """``buffer`` -> (text up to the last complete sentence, the unfinished tail)."""
+    ends = [m.end() for m in _SENTENCE_END.finditer(buffer)]
+    if not ends:
+        return "", buffer
+    return buffer[: ends[-1]], buffer[ends[-1] :]
+
+
+def pcm_frames(pcm: bytes, frame_bytes: int) -> Iterator[bytes]:
+    """Cut a sentence's audio into frames of at most ``frame_bytes`` (an even number)."""
+    for i in range(0, len(pcm), frame_bytes):
+        yield pcm[i : i + frame_bytes]
+
+
+# ---------------------------------------------------------------------------------------------
+# The asyncio shell.
+
+
+@dataclass(eq=False)
+class Utterance:
+    """One id's text: segments ready to synthesize (None = flushed) and whether it was cancelled."""
+
+    id: UttId
+    segments: asyncio.Queue[str | None] = field(default_factory=asyncio.Queue)
+    tail: str = ""
+    flushed: bool = False
+    cancelled: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def add(self, text: str, flush: bool) -> None:
+        complete, self.tail = split_complete(self.tail + text)
+        if complete.strip():
+            self.segments.put_nowait(complete)
+        if flush:
+            if self.tail.strip():
+                self.segments.put_nowait(self.tail)
+            self.tail = ""
+            self.flushed = True
+            self.segments.put_nowait(None)
+
+
+class _Cancelled(Exception):
+    pass
+
+
+def _next_chunk(chunks: Iterator[Any]) -> bytes | None:
+    """Advance Piper's per-sentence generator by one sentence (runs in a worker thread)."""
+    chunk = next(chunks, None)
+    return None if chunk is None else bytes(chunk.audio_int16_bytes)
+
+
+class _Connection:
+    """One client: a reader that files text under utterances, a player that synthesizes them in order."""
+
+    def __init__(self, server: PiperServer, ws: ServerConnection) -> None:
+        self.server, self.ws = server, ws
+        self.queue: asyncio.Queue[Utterance] = asyncio.Queue()
+        self.live: list[Utterance] = []  # queued or playing, in order
+        self.open: dict[UttId, Utterance] = {}  # not yet flushed
+        self.log = log.bind(peer=str(ws.remote_address))
+
+    async def run(self) -> None:
+        player = asyncio.create_task(self._player(), name="piper-player")
+        try:
+            await self._send({"type": "ready", "sample_rate": self.server.sample_rate})
+            async for message in self.ws:
+                await self._on_message(parse_message(message))
+        except ConnectionClosed:
+            pass
+        finally:
+            for utt in self.live:
+                utt.cancelled.set()
+            player.cancel()
+            try:
+                await player
+            except (asyncio.CancelledError, ConnectionClosed):
+                pass
+
+    async def _on_message(self, msg: ClientMessage) -> None:
+        if isinstance(msg, BadMessage):
+            self.server.errors += 1
+            self.log.warning("bad client message", reason=msg.reason)
+            reply: dict[str, Any] = {"type": "error", "message": msg.reason}
+            if msg.id is not None:
+                reply["id"] = msg.id
+            await self._send(reply)
+        elif isinstance(msg, Cancel):
+            hit = [u for u in self.live if u.id == msg.id]
+            for utt in hit:
+                utt.cancelled.set()
+            self.open.pop(msg.id, None)
+            self.log.debug("cancel", id=msg.id, utterances=len(hit))
+        else:
+            found = self.open.get(msg.id)
+            if found is not None:
+                utt = found
+            else:
+                if len(self.live) >= self.server.max_pending:
+                    self.server.errors += 1
+                    await self._send({"type": "error", "id": msg.id,
+                                      "message": f"too many utterances queued (max {self.server.max_pending})"})
+                    return
+                utt = Utterance(msg.id)
+                self.open[msg.id] = utt
+                self.live.append(utt)
+                self.queue.put_nowait(utt)
+            utt.add(msg.text, msg.flush)
+            if utt.flushed:
+                del self.open[msg.id]
+
+    async def _player(self) -> None:
+        try:
+            while True:
+                utt = await self.queue.get()
+                try:
+                    await self._play(utt)
+                finally:
+                    self.live.remove(utt)
+                    if self.open.get(utt.id) is utt:
+                        del self.open[utt.id]
+        except (asyncio.CancelledError, ConnectionClosed):
+            raise
+        except Exception:  # a bug must not leave the client waiting for audio_end forever
+            self.log.exception("player failed, closing the connection")
+            await self.ws.close(1011, "internal error")
+
+    async def _play(self, utt: Utterance) -> None:
+        await self._send({"type": "audio_start", "id": utt.id})
+        reason: EndReason = "done"
+        sent = 0
+        try:
+            while True:
+                segment = await self._unless_cancelled(utt, utt.segments.get())
+                if segment is None:
+                    break
+                sent += await self._synthesize(utt, segment)
+        except _Cancelled:
+            reason = "cancelled"
+        except Exception as exc:
+            reason = "error"
+            self.log.warning("synthesis failed", id=utt.id, error=str(exc))
+            await self._send({"type": "error", "id": utt.id, "message": f"synthesis failed: {exc}"})
+        await self._send({"type": "audio_end", "id": utt.id, "reason": reason})
+        self.log.debug("utterance end", id=utt.id, reason=reason, bytes=sent)
+
+    async def _synthesize(self, utt: Utterance, text: str) -> int:
+        """Stream one segment: the next sentence synthesizes while this one's frames are sent."""
+        loop = asyncio.get_running_loop()
+        chunks = iter(self.server.voice.synthesize(text))
+        pending = loop.run_in_executor(self.server.pool, _next_chunk, chunks)
+        sent = 0
+        try:
+            while True:
+                pcm = await self._unless_cancelled(utt, asyncio.shield(pending))
+                if pcm is None:
+                    return sent
+                pending = loop.run_in_executor(self.server.pool, _next_chunk, chunks)
+                for frame in pcm_frames(pcm, self.server.frame_bytes):
+                    if utt.cancelled.is_set():
+                        raise _Cancelled
+                    await self.ws.send(frame)
+                    sent += len(frame)
+        finally:
+            # Never touch the generator while a thread advances it: close it once that thread is done.
+            if pending.done():
+                chunks.close()
+            else:
+                pending.add_done_callback(lambda _: chunks.close())
+
+    async def _unless_cancelled(self, utt: Utterance, aw: Awaitable[T]) -> T:
+        """Await ``aw`` unless the utterance is cancelled first (then raise _Cancelled)."""
+        if utt.cancelled.is_set():
+            if isinstance(aw, asyncio.Future):
+                aw.cancel()
+            else:
+                aw.close()  # type: ignore[attr-defined]
+            raise _Cancelled
+        work = asyncio.ensure_future(aw)
+        stop = asyncio.ensure_future(utt.cancelled.wait())
+        try:
+            await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            if not work.done():
+                work.cancel()
+        if utt.cancelled.is_set():
+            raise _Cancelled
+        return work.result()
+
+    async def _send(self, obj: dict[str, Any]) -> None:
+        await self.ws.send(json.dumps(obj, ensure_ascii=False))
+
+
+class PiperServer:
+    """The Piper WebSocket server on ``host:port`` (port 0 picks a free one; read ``.port`` after start)."""
+
+    def __init__(
+        self,
+        voice_path: Path | str,
+        host: str = "127.0.0.1",
+        port: int = 5002,
+        *,
+        frame_ms: int = 100,
+        workers: int | None = None,
+        max_pending: int = 32,
+        voice: Any = None,
+    ) -> None:
+        self.voice_path = Path(voice_path)
+        self.host, self.port = host, port
+        self.frame_ms = frame_ms
+        self.workers = workers or max(1, os.cpu_count() or 1)
+        self.max_pending = max_pending
+        self.voice: Any = voice
+        self.errors = 0
+        self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="piper")
+        self._server: Server | None = None
+        self._connections: set[asyncio.Task[None]] = set()
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.voice.config.sample_rate)
+
+    @property
+    def frame_bytes(self) -> int:
+        return max(2, self.sample_rate * self.frame_ms // 1000 * 2)
+
+    async def start(self) -> None:
+        """Load and warm the voice (the first synthesis is slow), then listen."""
+        loop = asyncio.get_running_loop()
+        if self.voice is None:
+            t0 = time.monotonic()
+            self.voice = await loop.run_in_executor(self.pool, load_voice, self.voice_path)
+            log.info("piper voice loaded", path=str(self.voice_path), seconds=round(time.monotonic() - t0, 2))
+        t0 = time.monotonic()
+        await loop.run_in_executor(self.pool, lambda: [c for c in self.voice.synthesize("Hello. Ready.")])
+        log.info("piper voice warm", seconds=round(time.monotonic() - t0, 2), sample_rate=self.sample_rate)
+        try:
+            self._server = await ws_server.serve(self._handle, self.host, self.port, max_size=2**20,
+                                                 compression=None)
+        except OSError as exc:
+            raise SidecarError(f"piper-server: cannot listen on {self.host}:{self.port}: {exc}") from exc
+        self.port = self._server.sockets[0].getsockname()[1] if self._server.sockets else self.port
+        log.info("piper-server listening", host=self.host, port=self.port, workers=self.workers)
+
+    async def stop(self) -> None:
+        """Close the listener and all connections (their players are cancelled), then the threads."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        await _Connection(self, ws).run()
+
+
+def load_voice(path: Path) -> Any:
+    """Load a Piper voice (.onnx + .onnx.json); raises SidecarError naming the path."""
+    from piper import PiperVoice
+
+    from ivrbot.sidecars.models import check_piper_voice
+
+    check_piper_voice(path)
+    try:
+        return PiperVoice.load(path)
+    except Exception as exc:
+        raise SidecarError(f"piper-server: cannot load voice {path}: {exc}") from exc
+
+
+async def serve(host: str, port: int, voice_path: Path | str, *, stop: asyncio.Event | None = None,
+                **kwargs: Any) -> None:
+    """Run a PiperServer until ``stop`` is set (or the task is cancelled)."""
+    server = PiperServer(voice_path, host, port, **kwargs)
+    try:
+        await server.start()
+        await (stop or asyncio.Event()).wait()
+    finally:
+        await server.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``ivrbot piper-server``: flags override PIPER_HOST/PIPER_PORT and PIPER_VOICE."""
+    from ivrbot.logs import configure_logging
+    from ivrbot.sidecars.models import piper_voice_path
+
+    p = argparse.ArgumentParser(prog="ivrbot piper-server", description=__doc__.splitlines()[0])
+    p.add_argument("--host", default=os.environ.get("PIPER_HOST", "127.0.0.1"))
+    p.add_argument("--port", type=int, default=int(os.environ.get("PIPER_PORT", "5002")))
+    p.add_argument("--voice", type=Path, help="voice .onnx (default: PIPER_VOICE or en_US-joe-medium)")
+    p.add_argument("--frame-ms", type=int, default=100, help="longest binary audio frame, in ms")
+    p.add_argument("--workers", type=int, default=None, help="synthesis threads (default: CPU count)")
+    a = p.parse_args(argv)
+    configure_logging()
+    try:
+        voice = a.voice or piper_voice_path()
+        asyncio.run(_run_until_signal(voice, a))
+    except SidecarError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+async def _run_until_signal(voice: Path, a: argparse.Namespace) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await serve(a.host, a.port, voice, stop=stop, frame_ms=a.frame_ms, workers=a.workers)
+    log.info("piper-server stopped")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
