@@ -1,0 +1,1 @@
+"""Pipecat services for the local sidecars: Vosk STT, llama-server LLM, Piper TTS."""

@@ -1,0 +1,279 @@
+"""Vosk speech-to-text over the alphacep vosk-server WebSocket protocol, one session per call.
+
+Kaldi's own endpointing waits 0.5-2 s of silence before it sends a final result; the bot's VAD
+already knows the caller stopped, so on ``VADUserStoppedSpeakingFrame`` the service sends
+``{"reset" : 1}`` and uses the final that answers it (marked finalized, which also ends Pipecat's
+STT TTFB measurement: VAD stop -> final transcript). The server answers every message with exactly
+one JSON message, in order, so a FIFO of what was sent tells which final answers the reset.
+
+A server that is down or drops the session never fails the call: audio is dropped (and counted)
+while disconnected, the service reconnects with a capped backoff for as long as the call lasts,
+and each outage is reported once as a non-permanent ``ErrorFrame`` (category CONNECTIVITY).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import deque
+from collections.abc import AsyncGenerator
+from typing import Any, Literal
+
+from pipecat.frames.frames import (
+    CancelFrame,
+    EndFrame,
+    Frame,
+    InterimTranscriptionFrame,
+    StartFrame,
+    TranscriptionFrame,
+    VADUserStartedSpeakingFrame,
+    VADUserStoppedSpeakingFrame,
+)
+from pipecat.processors.frame_processor import FrameDirection
+from pipecat.services.stt_service import WebsocketSTTService
+from pipecat.utils.errors import ErrorCategory
+from pipecat.utils.time import time_now_iso8601
+from pipecat.utils.tracing.service_decorators import traced_stt
+from websockets.protocol import State
+
+from ivrbot.logs import get_logger
+
+#: exact strings: vosk-server compares these byte for byte
+VOSK_RESET = '{"reset" : 1}'
+VOSK_EOF = '{"eof" : 1}'
+
+_Sent = Literal["audio", "reset"]
+
+
+class VoskSTTService(WebsocketSTTService):
+    """Streams 16 kHz s16le audio to vosk-server; partials are interim, finals are transcriptions."""
+
+    def __init__(
+        self,
+        *,
+        url: str,
+        sample_rate: int = 16000,
+        chunk_ms: int = 40,
+        call_id: str = "",
+        reconnect_min_wait: float = 0.25,
+        reconnect_max_wait: float = 2.0,
+        ttfs_p99_latency: float = 0.4,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            sample_rate=sample_rate,
+            ttfs_p99_latency=ttfs_p99_latency,
+            reconnect_on_error=False,
+            **kwargs,
+        )
+        self._url = url
+        self._chunk_bytes = max(2, int(sample_rate * chunk_ms / 1000) * 2)
+        self._buffer = bytearray()
+        self._sent: deque[_Sent] = deque()
+        self._run_task: asyncio.Task[None] | None = None
+        self._connected = asyncio.Event()
+        self._min_wait = reconnect_min_wait
+        self._max_wait = reconnect_max_wait
+        self._log = get_logger(__name__).bind(call_id=call_id, service="vosk")
+        self.dropped_audio_bytes = 0
+        self.reconnects = 0
+        self.outages = 0
+
+    def can_generate_metrics(self) -> bool:
+        return True
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    async def wait_connected(self, timeout: float) -> bool:
+        """For callers that want the session up before sending audio (tests, warm-up)."""
+        try:
+            await asyncio.wait_for(self._connected.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    # lifecycle -------------------------------------------------------------------------------
+
+    async def start(self, frame: StartFrame) -> None:
+        await super().start(frame)
+        await self._connect()
+
+    async def stop(self, frame: EndFrame) -> None:
+        await self._send_eof()
+        await super().stop(frame)
+
+    async def cancel(self, frame: CancelFrame) -> None:
+        await super().cancel(frame)
+
+    async def _connect(self) -> None:
+        await super()._connect()  # type: ignore[no-untyped-call]
+        if self._run_task is None:
+            self._run_task = self.create_task(self._run(), name="vosk_session")
+
+    async def _disconnect(self) -> None:
+        await super()._disconnect()  # type: ignore[no-untyped-call]
+        if self._run_task is not None:
+            await self.cancel_task(self._run_task)
+            self._run_task = None
+        await self._disconnect_websocket()
+
+    async def _connect_websocket(self) -> None:
+        self._websocket = await self._websocket_connect(self._url, max_size=2**22)
+        await self._websocket.send(json.dumps({"config": {"sample_rate": self.sample_rate, "words": 0}}))
+        self._sent.clear()
+        self._buffer.clear()
+
+    async def _disconnect_websocket(self) -> None:
+        self._connected.clear()
+        ws, self._websocket = self._websocket, None
+        if ws is not None:
+            try:
+                await ws.close()
+            except Exception as exc:  # a dead socket cannot be closed politely; nothing to recover
+                self._log.debug("vosk close failed", error=str(exc))
+
+    async def _run(self) -> None:
+        """Connect, receive until the session ends, and reconnect, for the whole call."""
+        attempt = 0
+        reported = False
+        while not self._disconnecting:
+            try:
+                await self._connect_websocket()
+            except Exception as exc:
+                attempt += 1
+                if not reported:
+                    reported = True
+                    self.outages += 1
+                    await self._report_outage(f"cannot connect to vosk-server at {self._url}: {exc}", exc)
+                await asyncio.sleep(min(self._max_wait, self._min_wait * 2 ** min(attempt, 6)))
+                continue
+            if attempt or reported:
+                self.reconnects += 1
+                self._log.info("vosk reconnected", attempts=attempt)
+            attempt = 0
+            reported = False
+            self._connected.set()
+            await self._call_event_handler("on_connected")
+            try:
+                await self._receive_messages()
+                reason = "vosk-server closed the session"
+                error: Exception | None = None
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                reason = f"vosk-server session failed: {exc}"
+                error = exc
+            self._connected.clear()
+            self._websocket = None
+            if self._disconnecting:
+                return
+            self.outages += 1
+            reported = True
+            await self._call_event_handler("on_disconnected")
+            await self._report_outage(reason, error)
+            await asyncio.sleep(self._min_wait)
+
+    async def _report_outage(self, message: str, exc: Exception | None) -> None:
+        self._log.warning("stt unavailable", reason=message)
+        await self.push_error(error_msg=message, exception=exc, category=ErrorCategory.CONNECTIVITY)
+
+    # audio and VAD -----------------------------------------------------------------------------
+
+    async def run_stt(self, audio: bytes) -> AsyncGenerator[Frame | None, None]:
+        ws = self._websocket
+        if ws is None or ws.state is not State.OPEN or not self._connected.is_set():
+            self.dropped_audio_bytes += len(audio)
+            yield None
+            return
+        self._buffer.extend(audio)
+        if len(self._buffer) >= self._chunk_bytes:
+            await self._send_buffer()
+        yield None
+
+    async def _send_buffer(self) -> None:
+        ws = self._websocket
+        if not self._buffer or ws is None:
+            return
+        data = bytes(self._buffer)
+        self._buffer.clear()
+        try:
+            await ws.send(data)
+            self._sent.append("audio")
+        except Exception as exc:
+            self.dropped_audio_bytes += len(data)
+            self._log.debug("vosk send failed", error=str(exc))
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        if isinstance(frame, VADUserStoppedSpeakingFrame):
+            await self.finalize()
+        elif isinstance(frame, VADUserStartedSpeakingFrame):
+            await self.start_processing_metrics()
+
+    async def finalize(self) -> None:
+        """Ask for the final result now instead of waiting for Kaldi's endpointing."""
+        ws = self._websocket
+        if ws is None or not self._connected.is_set():
+            return
+        await self._send_buffer()
+        try:
+            await ws.send(VOSK_RESET)
+        except Exception as exc:
+            self._log.debug("vosk reset failed", error=str(exc))
+            return
+        self._sent.append("reset")
+        self.request_finalize()  # type: ignore[no-untyped-call]
+
+    async def _send_eof(self) -> None:
+        ws = self._websocket
+        if ws is not None and self._connected.is_set():
+            try:
+                await self._send_buffer()
+                await ws.send(VOSK_EOF)
+            except Exception as exc:
+                self._log.debug("vosk eof failed", error=str(exc))
+
+    # results ---------------------------------------------------------------------------------
+
+    async def _receive_messages(self) -> None:
+        ws = self._websocket
+        if ws is None:
+            return
+        async for message in ws:
+            if isinstance(message, bytes):
+                continue
+            await self._handle_message(message)
+
+    async def _handle_message(self, message: str) -> None:
+        try:
+            data = json.loads(message)
+        except ValueError:
+            self._log.warning("vosk sent a message that is not JSON", size=len(message))
+            return
+        answered = self._sent.popleft() if self._sent else "audio"
+        if not isinstance(data, dict):
+            return
+        if "partial" in data:
+            text = str(data.get("partial") or "").strip()
+            if text:
+                await self.push_frame(InterimTranscriptionFrame(text, self._user_id, time_now_iso8601()))
+            return
+        if "text" not in data:
+            return
+        text = str(data.get("text") or "").strip()
+        if answered == "reset":
+            self.confirm_finalize()  # type: ignore[no-untyped-call]
+        if text:
+            await self.stop_processing_metrics()
+            await self.push_frame(TranscriptionFrame(text, self._user_id, time_now_iso8601(), result=data))
+            await self._handle_transcription(text, True)
+        elif answered == "reset":
+            # An empty final (silence, or a click the VAD took for speech): nothing to finalize.
+            self._finalize_pending = False
+            await self.stop_processing_metrics()
+
+    @traced_stt
+    async def _handle_transcription(self, transcript: str, is_final: bool, language: str | None = None) -> None:
+        """Span hook for tracing: the decorator records the transcript and TTFB."""
