@@ -26,7 +26,10 @@ OFFER = (
     "a=sendrecv\r\n"
 )
 
-ANSWER = "v=0\r\no=ivrbot 1 1 IN IP4 192.0.2.10\r\ns=ivrbot\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\nm=audio 30000 RTP/AVP 0 101\r\n"
+ANSWER = (
+    "v=0\r\no=ivrbot 1 1 IN IP4 192.0.2.10\r\ns=ivrbot\r\nc=IN IP4 192.0.2.10\r\n"
+    "t=0 0\r\nm=audio 30000 RTP/AVP 0 101\r\n"
+)
 
 
 def request(
@@ -81,7 +84,7 @@ class Harness:
         out: list[SipRequest | SipResponse] = []
         end = self.now + seconds
         while self.now < end - 1e-9:
-            self.now = min(end, self.now + step)
+            self.now = round(min(end, self.now + step), 6)
             self.ua.tick(self.now)
             out += self._collect()
         return out

@@ -59,8 +59,9 @@ class Retransmitter:
         return self.active and now >= self.next_at
 
     def fire(self, now: float) -> None:
+        # Scheduled from the previous due time, not from ``now``: a late tick adds no drift.
         self.interval = min(self.interval * 2, self.cap)
-        self.next_at = now + self.interval
+        self.next_at = max(self.next_at + self.interval, now)
 
     def expired(self, now: float) -> bool:
         return now >= self.deadline
