@@ -1,0 +1,42 @@
+"""The operator's own settings, read from the environment the Helm chart sets."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from ivrbot_operator import defaults as d
+from ivrbot_operator.ports import PortPool
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    pool: PortPool = field(default_factory=lambda: PortPool(d.PORT_POOL_MIN, d.PORT_POOL_MAX))
+    namespaces: tuple[str, ...] = ()  # empty: every namespace
+    reconcile_interval: float = 10.0
+    opensips_mi_url: str | None = None
+    liveness_endpoint: str | None = "http://0.0.0.0:8080/healthz"
+    reload_window: float = 90.0
+    reload_retry: float = 15.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> OperatorConfig:
+        """IVRBOT_OPERATOR_* variables; a malformed value raises ValueError naming the variable."""
+
+        def number(key: str, default: float) -> float:
+            raw = env.get(key, "")
+            try:
+                return float(raw) if raw else default
+            except ValueError:
+                raise ValueError(f"{key}={raw!r} is not a number") from None
+
+        pool = PortPool(int(number("IVRBOT_OPERATOR_PORT_MIN", d.PORT_POOL_MIN)),
+                        int(number("IVRBOT_OPERATOR_PORT_MAX", d.PORT_POOL_MAX)))
+        namespaces = tuple(n.strip() for n in env.get("IVRBOT_OPERATOR_NAMESPACES", "").split(",") if n.strip())
+        return cls(
+            pool=pool,
+            namespaces=namespaces,
+            reconcile_interval=number("IVRBOT_OPERATOR_RECONCILE_INTERVAL", 10.0),
+            opensips_mi_url=env.get("IVRBOT_OPERATOR_OPENSIPS_MI_URL") or None,
+            liveness_endpoint=env.get("IVRBOT_OPERATOR_LIVENESS", "http://0.0.0.0:8080/healthz") or None,
+        )
