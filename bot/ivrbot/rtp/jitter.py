@@ -1,0 +1,143 @@
+"""Receive-side jitter/reorder buffer, sans-IO: ``push`` packets as they arrive, ``pop`` once per 20 ms tick.
+
+Playout is by extended sequence number. After the first packet (or a resync) the buffer waits
+``depth`` ticks before playing, so a packet may arrive up to ``depth`` x 20 ms late or out of
+order and still be played in order. Per tick:
+- the expected packet is there: play it;
+- it is missing but later ones are buffered: it is declared lost (counted; the caller conceals);
+- the buffer is empty (the peer paused, or a burst is late): underrun, nothing is consumed and the
+  buffer re-primes, so a paused stream resumes without dropping its first packets.
+An SSRC change or a sequence jump of more than ``resync_gap`` packets restarts the buffer.
+If the peer's clock runs fast the buffer is trimmed back to ``max_depth`` (oldest dropped, counted).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class PlayoutKind(StrEnum):
+    AUDIO = "audio"
+    LOST = "lost"  # a gap in the sequence: conceal
+    IDLE = "idle"  # nothing to play (not started, priming, or underrun): silence
+
+
+@dataclass(frozen=True, slots=True)
+class Playout:
+    kind: PlayoutKind
+    payload: bytes = b""
+
+
+@dataclass(slots=True)
+class JitterStats:
+    received: int = 0
+    lost: int = 0
+    late: int = 0
+    duplicate: int = 0
+    underruns: int = 0
+    overflow_dropped: int = 0
+    resyncs: int = 0
+    timestamp_jumps: int = 0
+
+
+class JitterBuffer:
+    """One per RTP stream; the caller owns the clock."""
+
+    def __init__(
+        self, depth: int = 3, max_depth: int = 10, resync_gap: int = 100, samples_per_packet: int = 160
+    ) -> None:
+        if depth < 1 or max_depth < depth:
+            raise ValueError("need 1 <= depth <= max_depth")
+        self.depth = depth
+        self.max_depth = max_depth
+        self.resync_gap = resync_gap
+        self.samples_per_packet = samples_per_packet
+        self.stats = JitterStats()
+        self._buf: dict[int, bytes] = {}
+        self._ssrc: int | None = None
+        self._highest: int | None = None  # highest extended seq seen
+        self._next: int | None = None  # extended seq to play next
+        self._priming = 0  # ticks left before playout starts
+        self._last_ts: tuple[int, int] | None = None  # (ext seq, timestamp) of the newest packet
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf)
+
+    @property
+    def started(self) -> bool:
+        return self._ssrc is not None
+
+    def _extend(self, seq: int) -> int:
+        assert self._highest is not None
+        delta = (seq - self._highest) & 0xFFFF
+        if delta >= 0x8000:
+            delta -= 0x10000
+        return self._highest + delta
+
+    def _restart(self, ssrc: int, ext: int) -> None:
+        self._buf.clear()
+        self._ssrc = ssrc
+        self._highest = ext
+        self._next = ext
+        self._priming = self.depth
+        self._last_ts = None
+
+    def push(self, ssrc: int, seq: int, timestamp: int, payload: bytes) -> None:
+        """Accept one packet of the stream (duplicates and late packets are counted and dropped)."""
+        if self._ssrc is None or ssrc != self._ssrc:
+            if self._ssrc is not None:
+                self.stats.resyncs += 1
+            self._restart(ssrc, seq)
+            ext = seq
+        else:
+            ext = self._extend(seq)
+            assert self._next is not None
+            if abs(ext - self._next) > self.resync_gap:
+                self.stats.resyncs += 1
+                self._restart(ssrc, ext)
+        assert self._next is not None and self._highest is not None
+        if ext < self._next:
+            self.stats.late += 1
+            return
+        if ext in self._buf:
+            self.stats.duplicate += 1
+            return
+        self.stats.received += 1
+        self._check_timestamp(ext, timestamp)
+        self._buf[ext] = payload
+        if ext > self._highest:
+            self._highest = ext
+        while len(self._buf) > self.max_depth:
+            oldest = min(self._buf)
+            del self._buf[oldest]
+            self.stats.overflow_dropped += 1
+            self._next = min(self._buf)
+
+    def _check_timestamp(self, ext: int, timestamp: int) -> None:
+        if self._last_ts is not None and ext > self._last_ts[0]:
+            expected = (self._last_ts[1] + (ext - self._last_ts[0]) * self.samples_per_packet) & 0xFFFFFFFF
+            if timestamp != expected:
+                self.stats.timestamp_jumps += 1
+        if self._last_ts is None or ext > self._last_ts[0]:
+            self._last_ts = (ext, timestamp)
+
+    def pop(self) -> Playout:
+        """One 20 ms tick of playout."""
+        if self._next is None:
+            return Playout(PlayoutKind.IDLE)
+        if self._priming > 0:
+            self._priming -= 1
+            if self._priming > 0 or not self._buf:
+                return Playout(PlayoutKind.IDLE)
+        if not self._buf:
+            self.stats.underruns += 1
+            self._priming = self.depth
+            return Playout(PlayoutKind.IDLE)
+        payload = self._buf.pop(self._next, None)
+        self._next += 1
+        if payload is None:
+            self.stats.lost += 1
+            return Playout(PlayoutKind.LOST)
+        return Playout(PlayoutKind.AUDIO, payload)

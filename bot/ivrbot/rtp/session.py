@@ -1,0 +1,359 @@
+"""One call's RTP stream over UDP: the asyncio shell around the sans-IO codec, jitter buffer and packetizer.
+
+One 20 ms clock task (absolute deadlines from ``loop.time()``) sends exactly one packet per tick
+(speech if queued, else comfort silence) and plays out exactly one received frame per tick.
+
+Latching: only datagrams from the negotiated remote address are accepted; others are counted as
+``foreign_source`` and ignored. With ``latch_to_source=True`` (symmetric RTP for a peer behind NAT
+whose SDP address is unreachable) the first valid RTP packet with a negotiated payload type,
+arriving before anything came from the SDP address, re-latches both directions to its source.
+It is off by default: OpenSIPS deployments normally anchor media with rtpengine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from ivrbot.audio.concealment import Concealer
+from ivrbot.audio.g711 import pcm_to_ulaw, ulaw_to_pcm
+from ivrbot.logs import get_logger
+from ivrbot.rtp.dtmf import DtmfDecoder
+from ivrbot.rtp.jitter import JitterBuffer, PlayoutKind
+from ivrbot.rtp.packet import RtpParseError, parse_rtp
+from ivrbot.rtp.ports import PortLease
+from ivrbot.rtp.sender import PCMU_PAYLOAD_TYPE, SAMPLES_PER_PACKET, Pacer, RtpPacketizer
+
+FRAME_BYTES = SAMPLES_PER_PACKET * 2  # one 20 ms s16le frame at 8 kHz
+_SILENT_FRAME = bytes(FRAME_BYTES)
+
+Address = tuple[str, int]
+
+
+class MediaDirection(StrEnum):
+    """The bot's own direction, as in its SDP answer."""
+
+    SENDRECV = "sendrecv"
+    SENDONLY = "sendonly"
+    RECVONLY = "recvonly"
+    INACTIVE = "inactive"
+
+    @property
+    def sends(self) -> bool:
+        return self in (MediaDirection.SENDRECV, MediaDirection.SENDONLY)
+
+
+@dataclass(frozen=True, slots=True)
+class RtpCounters:
+    """Snapshot of one session's counters (``RtpSession.counters``)."""
+
+    received: int
+    lost: int
+    late: int
+    duplicate: int
+    malformed: int
+    foreign_source: int
+    unknown_payload_type: int
+    sent: int
+    dtmf_events: int
+    frames_dropped: int
+    underruns: int
+    resyncs: int
+    rtcp_received: int
+
+
+class _Protocol(asyncio.DatagramProtocol):
+    def __init__(self, on_datagram: Callable[[bytes, Any], None], on_error: Callable[[Exception], None]) -> None:
+        self._on_datagram = on_datagram
+        self._on_error = on_error
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self._on_datagram(data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        self._on_error(exc)
+
+
+class RtpSession:
+    """Owns the lease's sockets and the clock task; ``stop()`` closes them and returns the ports."""
+
+    def __init__(
+        self,
+        lease: PortLease,
+        remote: Address | None,
+        *,
+        call_id: str = "",
+        audio_payload_type: int = PCMU_PAYLOAD_TYPE,
+        dtmf_payload_type: int | None = 101,
+        direction: MediaDirection = MediaDirection.SENDRECV,
+        jitter_depth: int = 3,
+        latch_to_source: bool = False,
+        conceal: bool = True,
+        frame_queue_size: int = 50,
+        send_queue_packets: int = 5,
+    ) -> None:
+        self.lease = lease
+        self.call_id = call_id
+        self.audio_payload_type = audio_payload_type
+        self.dtmf_payload_type = dtmf_payload_type
+        self.direction = direction
+        self.latch_to_source = latch_to_source
+        self.conceal = conceal
+        self._remote = remote
+        self._log = get_logger(__name__).bind(call_id=call_id, rtp_port=lease.rtp_port)
+        self._jitter = JitterBuffer(depth=jitter_depth)
+        self._dtmf = DtmfDecoder()
+        self._concealer = Concealer(FRAME_BYTES)
+        self.packetizer = RtpPacketizer(PCMU_PAYLOAD_TYPE)
+        self._frames: asyncio.Queue[bytes] = asyncio.Queue(maxsize=frame_queue_size)
+        self._dtmf_keys: asyncio.Queue[str] = asyncio.Queue(maxsize=64)
+        self._send_q: asyncio.Queue[tuple[int, bytes]] = asyncio.Queue(maxsize=send_queue_packets)
+        self._pending = bytearray()  # mu-law bytes short of a full packet
+        self._pending_ticks = 0
+        self._generation = 0
+        self._transport: asyncio.DatagramTransport | None = None
+        self._rtcp_transport: asyncio.DatagramTransport | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._start_lock = asyncio.Lock()
+        self._stopped = False
+        self._heard_remote = False
+        self._first_packet_seen = False
+        self._malformed_logged = False
+        # Hooks (plain callables; called from the event loop, must not block).
+        self.on_first_packet: Callable[[], None] | None = None
+        self.on_spurt_sent: Callable[[int], None] | None = None
+        self.on_error: Callable[[Exception], None] | None = None
+        self.pacer_reanchors = 0
+        self._c = dict.fromkeys(
+            ("malformed", "foreign_source", "unknown_payload_type", "sent", "dtmf_events", "frames_dropped", "rtcp"),
+            0,
+        )
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def local_port(self) -> int:
+        return self.lease.rtp_port
+
+    @property
+    def remote(self) -> Address | None:
+        return self._remote
+
+    async def start(self) -> None:
+        """Idempotent (the transport's input and output both call it)."""
+        async with self._start_lock:
+            if self._task is not None:
+                return
+            if self._stopped:
+                raise RuntimeError("RtpSession cannot be restarted")
+            await self._open()
+
+    async def _open(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._transport, _ = await loop.create_datagram_endpoint(
+            lambda: _Protocol(self._on_datagram, self._on_socket_error), sock=self.lease.rtp_sock
+        )
+        self._rtcp_transport, _ = await loop.create_datagram_endpoint(
+            lambda: _Protocol(self._on_rtcp, self._on_socket_error), sock=self.lease.rtcp_sock
+        )
+        self._task = asyncio.create_task(self._clock(), name=f"rtp-clock-{self.lease.rtp_port}")
+        self._log.info("rtp.started", remote=self._remote, direction=str(self.direction))
+
+    async def stop(self) -> None:
+        """Idempotent; safe if ``start()`` never ran. Returns the ports to the pool."""
+        if self._stopped:
+            return
+        self._stopped = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        for t in (self._transport, self._rtcp_transport):
+            if t is not None:
+                t.close()
+        self._transport = self._rtcp_transport = None
+        self.lease.release()
+        self._log.info("rtp.stopped", **dataclasses.asdict(self.counters))
+
+    def update_remote(self, remote: Address | None, direction: MediaDirection) -> None:
+        """Apply a re-INVITE: new peer address and/or hold (not sending) while keeping the socket."""
+        if remote != self._remote:
+            self._heard_remote = False
+        self._remote = remote
+        self.direction = direction
+        self._log.info("rtp.remote_updated", remote=remote, direction=str(direction))
+
+    # -- receive ---------------------------------------------------------------------------
+
+    async def read_frame(self) -> bytes:
+        """Next 20 ms of caller audio, s16le 8 kHz mono (320 bytes), one per tick once audio started."""
+        return await self._frames.get()
+
+    async def read_dtmf(self) -> str:
+        """Next key press ("0"-"9", "*", "#", "A"-"D"), once per press."""
+        return await self._dtmf_keys.get()
+
+    def _on_rtcp(self, data: bytes, addr: Any) -> None:
+        self._c["rtcp"] += 1
+
+    def _on_socket_error(self, exc: Exception) -> None:
+        self._log.warning("rtp.socket_error", error=str(exc))
+        if self.on_error is not None:
+            self.on_error(exc)
+
+    def _on_datagram(self, data: bytes, addr: Any) -> None:
+        if self._stopped:
+            return
+        source: Address = (addr[0], addr[1])
+        from_remote = source == self._remote
+        if not from_remote and not (self.latch_to_source and not self._heard_remote):
+            self._c["foreign_source"] += 1
+            return
+        try:
+            pkt = parse_rtp(data)
+        except RtpParseError as exc:
+            self._c["malformed"] += 1
+            if not self._malformed_logged:
+                self._malformed_logged = True
+                self._log.warning("rtp.malformed", error=str(exc), source=source)
+            return
+        pt = pkt.payload_type
+        if pt != self.audio_payload_type and pt != self.dtmf_payload_type:
+            self._c["unknown_payload_type"] += 1
+            return
+        if not from_remote:
+            self._log.info("rtp.relatched", old=self._remote, new=source)
+            self._remote = source
+        self._heard_remote = True
+        if pt == self.audio_payload_type:
+            self._jitter.push(pkt.ssrc, pkt.sequence, pkt.timestamp, pkt.payload)
+        else:
+            key = self._dtmf.feed(pkt.ssrc, pkt.timestamp, pkt.payload)
+            if key is not None:
+                self._c["dtmf_events"] += 1
+                with contextlib.suppress(asyncio.QueueFull):
+                    self._dtmf_keys.put_nowait(key)
+        if not self._first_packet_seen:
+            self._first_packet_seen = True
+            if self.on_first_packet is not None:
+                self.on_first_packet()
+
+    def _playout(self) -> None:
+        if not self._jitter.started:
+            return
+        p = self._jitter.pop()
+        if p.kind is PlayoutKind.AUDIO:
+            frame = self._concealer.good(ulaw_to_pcm(p.payload))
+        elif p.kind is PlayoutKind.LOST and self.conceal:
+            frame = self._concealer.lost()
+        else:
+            frame = self._concealer.silence()
+        if self._frames.full():
+            self._frames.get_nowait()
+            self._c["frames_dropped"] += 1
+        self._frames.put_nowait(frame)
+
+    # -- send ------------------------------------------------------------------------------
+
+    async def write_pcm(self, pcm: bytes) -> None:
+        """Queue s16le 8 kHz speech; waits while ~100 ms is already queued (back-pressure)."""
+        gen = self._generation
+        self._pending += pcm_to_ulaw(pcm)
+        self._pending_ticks = 0
+        while len(self._pending) >= SAMPLES_PER_PACKET:
+            chunk = bytes(self._pending[:SAMPLES_PER_PACKET])
+            del self._pending[:SAMPLES_PER_PACKET]
+            await self._send_q.put((gen, chunk))
+            if gen != self._generation:
+                return
+
+    def clear(self) -> None:
+        """Drop all queued speech (interruption): the next packet sent is silence."""
+        self._generation += 1
+        self._pending.clear()
+        while not self._send_q.empty():
+            self._send_q.get_nowait()
+
+    @property
+    def queued_packets(self) -> int:
+        return self._send_q.qsize()
+
+    def _next_payload(self) -> bytes | None:
+        while not self._send_q.empty():
+            gen, chunk = self._send_q.get_nowait()
+            if gen == self._generation:
+                return chunk
+        if self._pending:
+            # A reply's tail shorter than a packet: send it padded once the writer has gone quiet.
+            self._pending_ticks += 1
+            if self._pending_ticks >= 2:
+                chunk = bytes(self._pending).ljust(SAMPLES_PER_PACKET, b"\xff")
+                self._pending.clear()
+                return chunk
+        return None
+
+    def _send(self) -> None:
+        payload = self._next_payload()
+        remote = self._remote
+        if not self.direction.sends or remote is None or self._transport is None:
+            self.packetizer.skip()
+            return
+        if payload is None:
+            data = self.packetizer.silence()
+            seq = -1
+        else:
+            seq = self.packetizer.sequence
+            starting = not self.packetizer.in_spurt
+            data = self.packetizer.audio(payload)
+            if not starting:
+                seq = -1
+        self._transport.sendto(data, remote)
+        self._c["sent"] += 1
+        if seq >= 0 and self.on_spurt_sent is not None:
+            self.on_spurt_sent(seq)
+
+    # -- clock -----------------------------------------------------------------------------
+
+    async def _clock(self) -> None:
+        loop = asyncio.get_running_loop()
+        pacer = Pacer(loop.time())
+        try:
+            while True:
+                deadline = pacer.next_deadline(loop.time())
+                delay = deadline - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                self._send()
+                self._playout()
+                self.pacer_reanchors = pacer.reanchors
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug here must not take the event loop down silently
+            self._log.exception("rtp.clock_failed")
+            if self.on_error is not None:
+                self.on_error(exc)
+
+    @property
+    def counters(self) -> RtpCounters:
+        j = self._jitter.stats
+        return RtpCounters(
+            received=j.received,
+            lost=j.lost,
+            late=j.late,
+            duplicate=j.duplicate,
+            malformed=self._c["malformed"] + self._dtmf.malformed,
+            foreign_source=self._c["foreign_source"],
+            unknown_payload_type=self._c["unknown_payload_type"],
+            sent=self._c["sent"],
+            dtmf_events=self._c["dtmf_events"],
+            frames_dropped=self._c["frames_dropped"],
+            underruns=j.underruns,
+            resyncs=j.resyncs,
+            rtcp_received=self._c["rtcp"],
+        )
