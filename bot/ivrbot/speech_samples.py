@@ -24,7 +24,7 @@ def _tool(name: str) -> str:
 
 
 @functools.lru_cache(maxsize=64)
-def caller_speech(text: str, *, voice: str = "ko", sample_rate: int = 16000, speed: int = 150) -> bytes:
+def caller_speech(text: str, *, voice: str = "ko", sample_rate: int = 16000, speed: int = 175) -> bytes:
     """``text`` spoken by espeak-ng ``voice`` as raw s16le mono PCM at ``sample_rate`` (cached)."""
     espeak, sox = _tool("espeak-ng"), _tool("sox")
     wav = subprocess.run(

@@ -1,0 +1,93 @@
+"""The real Vosk and Piper servers, each started once per test session on a free port.
+
+Each server runs its own event loop in a background thread, so the model loads once while every
+test talks to it over a real loopback WebSocket from its own event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any, Protocol
+
+import pytest
+
+from ivrbot.sidecars.models import piper_voice_path, vosk_model_path
+from ivrbot.sidecars.piper_server import PiperServer
+from ivrbot.sidecars.vosk_server import VoskServer
+
+
+class _Server(Protocol):
+    port: int
+
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+
+
+class ThreadedServer[S: _Server]:
+    """Runs ``server.start()`` in a thread's own loop; ``close()`` runs ``server.stop()`` there."""
+
+    def __init__(self, make: Callable[[], S]) -> None:
+        self.server: S | None = None
+        self._make = make
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._loop.run_until_complete, args=(self._main(),), daemon=True)
+
+    async def _main(self) -> None:
+        self._stop = asyncio.Event()
+        try:
+            self.server = self._make()
+            await self.server.start()
+        except BaseException as exc:
+            self._error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        await self._stop.wait()
+        await self.server.stop()
+
+    def open(self) -> S:
+        self._thread.start()
+        self._ready.wait(300)
+        if self._error is not None or self.server is None:
+            raise RuntimeError(f"server did not start: {self._error!r}")
+        return self.server
+
+    def close(self) -> None:
+        if self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(30)
+
+    def call(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        """Run a coroutine on the server's loop (for state only that loop may touch)."""
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(30)
+
+
+@pytest.fixture(scope="session")
+def vosk_server() -> Iterator[VoskServer]:
+    runner = ThreadedServer(lambda: VoskServer(vosk_model_path(), "127.0.0.1", 0, sample_rate=16000, workers=2))
+    server = runner.open()
+    yield server
+    runner.close()
+
+
+@pytest.fixture(scope="session")
+def piper_server() -> Iterator[PiperServer]:
+    runner = ThreadedServer(lambda: PiperServer(piper_voice_path(), "127.0.0.1", 0, workers=2))
+    server = runner.open()
+    yield server
+    runner.close()
+
+
+@pytest.fixture
+def vosk_url(vosk_server: VoskServer) -> str:
+    return f"ws://127.0.0.1:{vosk_server.port}"
+
+
+@pytest.fixture
+def piper_url(piper_server: PiperServer) -> str:
+    return f"ws://127.0.0.1:{piper_server.port}"

@@ -1,0 +1,207 @@
+"""The Piper TTS WebSocket server, tested over real WebSockets with the real en_US-joe-medium voice."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+
+pytestmark = pytest.mark.slow
+
+SHORT = "Hello, thank you for calling. How can I help you today?"
+LONG = " ".join(
+    f"This is sentence number {n}, and it carries a few more words so that it takes a while to speak."
+    for n in ("one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
+)
+
+
+@dataclass
+class Utterance:
+    id: Any
+    audio: bytearray = field(default_factory=bytearray)
+    frames: int = 0
+    reason: str | None = None
+
+
+async def recv_json(ws: ClientConnection) -> dict[str, Any]:
+    msg = await asyncio.wait_for(ws.recv(), 120)
+    assert isinstance(msg, str), "expected a JSON message, got a binary frame"
+    obj: dict[str, Any] = json.loads(msg)
+    return obj
+
+
+async def ready(ws: ClientConnection) -> int:
+    hello = await recv_json(ws)
+    assert hello["type"] == "ready"
+    return int(hello["sample_rate"])
+
+
+async def collect(ws: ClientConnection, count: int, errors: list[dict[str, Any]] | None = None) -> list[Utterance]:
+    """Read ``count`` whole utterances, checking the framing: audio only between start and end."""
+    done: list[Utterance] = []
+    current: Utterance | None = None
+    while len(done) < count:
+        msg = await asyncio.wait_for(ws.recv(), 120)
+        if isinstance(msg, bytes):
+            assert current is not None, "binary frame outside audio_start/audio_end"
+            assert len(msg) % 2 == 0
+            current.audio += msg
+            current.frames += 1
+            continue
+        obj = json.loads(msg)
+        if obj["type"] == "audio_start":
+            assert current is None, "audio_start inside another utterance"
+            current = Utterance(obj["id"])
+        elif obj["type"] == "audio_end":
+            assert current is not None and obj["id"] == current.id
+            current.reason = obj["reason"]
+            done.append(current)
+            current = None
+        elif obj["type"] == "error" and errors is not None:
+            errors.append(obj)
+        else:
+            raise AssertionError(f"unexpected message {obj}")
+    return done
+
+
+async def test_ready_announces_the_voice_rate_and_audio_has_the_right_length(piper_url: str) -> None:
+    async with connect(piper_url) as ws:
+        rate = await ready(ws)
+        assert rate == 22050
+        await ws.send(json.dumps({"type": "speak", "id": "u1", "text": SHORT}))
+        [utt] = await collect(ws, 1)
+    assert utt.id == "u1" and utt.reason == "done"
+    seconds = len(utt.audio) / 2 / rate
+    # ~11 words: a couple of seconds at a normal speaking rate, at this rate; never 8 kHz or 44.1 kHz sized.
+    assert 1.5 < seconds < 8.0, seconds
+    assert max(abs(int.from_bytes(utt.audio[i : i + 2], "little", signed=True))
+               for i in range(0, len(utt.audio), 2)) > 1000
+    # Sentence audio is cut into frames of at most 100 ms.
+    assert utt.frames >= 2 and utt.frames * 4410 >= len(utt.audio)
+
+
+async def test_one_start_end_pair_per_utterance_in_order(piper_url: str) -> None:
+    async with connect(piper_url) as ws:
+        await ready(ws)
+        for uid, text in (("a", "Good morning."), (7, "Your balance is ten dollars."), ("c", "Goodbye.")):
+            await ws.send(json.dumps({"type": "speak", "id": uid, "text": text}))
+        utts = await collect(ws, 3)
+    assert [u.id for u in utts] == ["a", 7, "c"]
+    assert all(u.reason == "done" and u.audio for u in utts)
+    assert len(utts[1].audio) > len(utts[2].audio)
+
+
+async def test_text_accumulates_until_a_sentence_end_or_flush(piper_url: str) -> None:
+    async with connect(piper_url) as ws:
+        await ready(ws)
+        await ws.send(json.dumps({"type": "speak", "id": "s", "text": "Your order has ", "flush": False}))
+        await ws.send(json.dumps({"type": "speak", "id": "s", "text": "shipped. It will arr", "flush": False}))
+        assert (await recv_json(ws)) == {"type": "audio_start", "id": "s"}
+        # The complete first sentence is spoken before the utterance is flushed.
+        first = await asyncio.wait_for(ws.recv(), 120)
+        assert isinstance(first, bytes)
+        await ws.send(json.dumps({"type": "speak", "id": "s", "text": "ive tomorrow.", "flush": True}))
+        audio, end = bytearray(first), None
+        while end is None:
+            msg = await asyncio.wait_for(ws.recv(), 120)
+            if isinstance(msg, bytes):
+                audio += msg
+            else:
+                end = json.loads(msg)
+    assert end == {"type": "audio_end", "id": "s", "reason": "done"}
+    assert len(audio) / 2 / 22050 > 2.0  # both sentences, the second completed by the flush
+
+
+async def full_length(ws: ClientConnection, uid: str, text: str) -> int:
+    await ws.send(json.dumps({"type": "speak", "id": uid, "text": text}))
+    [utt] = await collect(ws, 1)
+    assert utt.reason == "done"
+    return len(utt.audio)
+
+
+async def test_cancel_after_the_first_chunk_stops_early(piper_url: str) -> None:
+    async with connect(piper_url) as ws:
+        await ready(ws)
+        full = await full_length(ws, "full", LONG)
+        await ws.send(json.dumps({"type": "speak", "id": "long", "text": LONG}))
+        assert (await recv_json(ws))["type"] == "audio_start"
+        received = len(await asyncio.wait_for(ws.recv(), 120))
+        await ws.send(json.dumps({"type": "cancel", "id": "long"}))
+        end = None
+        while end is None:
+            msg = await asyncio.wait_for(ws.recv(), 120)
+            if isinstance(msg, bytes):
+                received += len(msg)
+            else:
+                end = json.loads(msg)
+        assert end == {"type": "audio_end", "id": "long", "reason": "cancelled"}
+        # Ten sentences were asked for; at most about the sentences in flight were sent.
+        assert received < 0.7 * full, (received, full)
+        # The connection carries on with the next utterance.
+        await ws.send(json.dumps({"type": "speak", "id": "next", "text": "Still here."}))
+        [nxt] = await collect(ws, 1)
+        assert nxt.id == "next" and nxt.reason == "done" and nxt.audio
+
+
+async def test_cancel_also_ends_queued_utterances_with_that_id(piper_url: str) -> None:
+    async with connect(piper_url) as ws:
+        await ready(ws)
+        await ws.send(json.dumps({"type": "speak", "id": "x", "text": LONG}))
+        await ws.send(json.dumps({"type": "speak", "id": "y", "text": "Please hold."}))
+        await ws.send(json.dumps({"type": "speak", "id": "x", "text": "This was queued."}))
+        await ws.send(json.dumps({"type": "cancel", "id": "x"}))
+        utts = await collect(ws, 3)
+    assert [(u.id, u.reason) for u in utts] == [("x", "cancelled"), ("y", "done"), ("x", "cancelled")]
+    assert utts[1].audio and not utts[2].audio
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "not json",
+        "[]",
+        '{"type": "shout", "id": "a", "text": "hi"}',
+        '{"type": "speak", "text": "no id"}',
+        '{"type": "speak", "id": "a", "text": 5}',
+        '{"type": "speak", "id": "a", "text": "hi", "flush": "yes"}',
+        '{"type": "cancel", "id": true}',
+        b"\x00\x01",
+    ],
+)
+async def test_malformed_message_gets_an_error_and_the_connection_stays_usable(
+    piper_url: str, bad: str | bytes
+) -> None:
+    async with connect(piper_url) as ws:
+        await ready(ws)
+        await ws.send(bad)
+        err = await recv_json(ws)
+        assert err["type"] == "error" and isinstance(err["message"], str) and err["message"]
+        await ws.send(json.dumps({"type": "speak", "id": "ok", "text": "Fine."}))
+        [utt] = await collect(ws, 1)
+        assert utt.reason == "done" and utt.audio
+
+
+async def test_cancel_of_an_unknown_id_is_harmless(piper_url: str) -> None:
+    async with connect(piper_url) as ws:
+        await ready(ws)
+        await ws.send(json.dumps({"type": "cancel", "id": "never"}))
+        await ws.send(json.dumps({"type": "speak", "id": "z", "text": "Okay."}))
+        [utt] = await collect(ws, 1)
+        assert utt.id == "z" and utt.reason == "done"
+
+
+async def test_two_connections_are_served_at_once(piper_url: str) -> None:
+    async def one(uid: str, text: str) -> Utterance:
+        async with connect(piper_url) as ws:
+            await ready(ws)
+            await ws.send(json.dumps({"type": "speak", "id": uid, "text": text}))
+            [utt] = await collect(ws, 1)
+            return utt
+
+    a, b = await asyncio.gather(one("a", SHORT), one("b", "Yes."))
+    assert a.id == "a" and b.id == "b" and a.reason == b.reason == "done"
+    assert len(a.audio) > 2 * len(b.audio)

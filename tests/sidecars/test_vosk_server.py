@@ -1,0 +1,188 @@
+"""The vosk-server compatible ASR server, tested over real WebSockets against the real Korean model.
+
+espeak-ng's Korean is only partly recognized (DESIGN section 6); decoding is deterministic, so the
+assertions are about what is robust: non-empty transcripts, syllable overlap with what was spoken
+(and more overlap than with another phrase), empty finals for silence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
+
+from ivrbot.sidecars.vosk_server import VoskServer
+from ivrbot.speech_samples import caller_speech, silence
+
+pytestmark = pytest.mark.slow
+
+CONFIG = json.dumps({"config": {"sample_rate": 16000, "words": 1}})
+EOF_MSG = '{"eof" : 1}'
+RESET_MSG = '{"reset" : 1}'
+CHUNK = 3200  # 100 ms at 16 kHz
+HELLO, NO = "여보세요", "아니요"
+
+
+def hangul(text: str) -> set[str]:
+    return {c for c in text if "\uac00" <= c <= "\ud7a3"}
+
+
+def overlap(spoken: str, heard: str) -> float:
+    """Share of the spoken syllables that the transcript contains."""
+    return len(hangul(spoken) & hangul(heard)) / len(hangul(spoken))
+
+
+def speech(text: str) -> bytes:
+    return caller_speech(text) + silence(0.5)
+
+
+async def stream(ws: ClientConnection, pcm: bytes) -> list[dict[str, Any]]:
+    """Send ``pcm`` in 100 ms frames, reading the one reply each frame gets."""
+    replies = []
+    for i in range(0, len(pcm), CHUNK):
+        await ws.send(pcm[i : i + CHUNK])
+        replies.append(json.loads(await asyncio.wait_for(ws.recv(), 60)))
+    return replies
+
+
+async def transcribe(url: str, pcm: bytes) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """(replies to the audio frames, the final answered to eof); asserts the server then closes 1000."""
+    async with connect(url) as ws:
+        await ws.send(CONFIG)
+        replies = await stream(ws, pcm)
+        await ws.send(EOF_MSG)
+        final = json.loads(await asyncio.wait_for(ws.recv(), 60))
+        with pytest.raises(ConnectionClosedOK) as closed:
+            await asyncio.wait_for(ws.recv(), 30)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1000
+    return replies, final
+
+
+def full_text(replies: list[dict[str, Any]], final: dict[str, Any]) -> str:
+    return " ".join(r["text"] for r in [*replies, final] if r.get("text"))
+
+
+async def test_speech_is_transcribed_with_words(vosk_url: str) -> None:
+    for phrase in (HELLO, NO):
+        replies, final = await transcribe(vosk_url, speech(phrase))
+        heard = full_text(replies, final)
+        assert heard, f"empty transcript for {phrase}"
+        # Syllables of a random Korean transcript rarely hit a 3-4 syllable phrase; these hit most of it.
+        assert overlap(phrase, heard) >= 0.5, (phrase, heard)
+        words = [w for r in [*replies, final] for w in r.get("result", [])]
+        assert words and all({"word", "start", "end", "conf"} <= w.keys() for w in words)
+
+
+async def test_every_frame_gets_one_reply_and_partials_come_before_the_final(vosk_url: str) -> None:
+    pcm = speech(HELLO)
+    replies, final = await transcribe(vosk_url, pcm)
+    assert len(replies) == -(-len(pcm) // CHUNK)
+    assert all(("partial" in r) != ("text" in r) for r in replies)
+    first_final = next((i for i, r in enumerate(replies) if "text" in r), len(replies))
+    assert any(r.get("partial") for r in replies[:first_final]), "no non-empty partial before the final"
+    assert "text" in final
+
+
+async def test_silence_gives_an_empty_final(vosk_url: str) -> None:
+    replies, final = await transcribe(vosk_url, silence(1.5))
+    assert final == {"text": ""}
+    assert all(not r.get("partial") and not r.get("text") for r in replies)
+
+
+async def test_replies_are_the_recognizer_output_byte_for_byte(vosk_server: VoskServer, vosk_url: str) -> None:
+    """What upstream's process_chunk would send: KaldiRecognizer's strings verbatim."""
+    from vosk import KaldiRecognizer
+
+    pcm = speech(NO)
+    rec = KaldiRecognizer(vosk_server.model, 16000.0)
+    rec.SetWords(True)
+    rec.SetMaxAlternatives(0)
+    expected = []
+    for i in range(0, len(pcm), CHUNK):
+        expected.append(rec.Result() if rec.AcceptWaveform(pcm[i : i + CHUNK]) else rec.PartialResult())
+    expected.append(rec.FinalResult())
+    got = []
+    async with connect(vosk_url) as ws:
+        await ws.send(CONFIG)
+        for i in range(0, len(pcm), CHUNK):
+            await ws.send(pcm[i : i + CHUNK])
+            got.append(await ws.recv())
+        await ws.send(EOF_MSG)
+        got.append(await ws.recv())
+    assert got == expected
+
+
+async def test_reset_returns_the_final_and_keeps_the_session(vosk_url: str) -> None:
+    async with connect(vosk_url) as ws:
+        await ws.send(CONFIG)
+        before = await stream(ws, speech(HELLO))
+        await ws.send(RESET_MSG)
+        first = json.loads(await ws.recv())
+        assert "text" in first
+        assert overlap(HELLO, full_text(before, first)) >= 0.5
+        # The session is still open and starts afresh: silence after the reset yields nothing.
+        after = await stream(ws, silence(1.0))
+        assert all(not r.get("partial") and not r.get("text") for r in after)
+        await ws.send(RESET_MSG)
+        assert json.loads(await ws.recv()) == {"text": ""}
+        # ...and recognizes the next utterance.
+        replies = await stream(ws, speech(NO))
+        await ws.send(EOF_MSG)
+        final = json.loads(await ws.recv())
+        assert overlap(NO, full_text(replies, final)) >= 0.5
+
+
+async def test_two_sessions_at_once_do_not_mix(vosk_url: str) -> None:
+    a, b, quiet = await asyncio.gather(
+        transcribe(vosk_url, speech(HELLO)), transcribe(vosk_url, speech(NO)), transcribe(vosk_url, silence(2.0))
+    )
+    heard_a, heard_b = full_text(*a), full_text(*b)
+    assert overlap(HELLO, heard_a) > overlap(NO, heard_a), heard_a
+    assert overlap(NO, heard_b) > overlap(HELLO, heard_b), heard_b
+    assert full_text(*quiet) == ""
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "hello",  # not JSON
+        '{"config": {"sample_rate": "fast"}}',
+        '{"config": {"sample_rate": -5}}',
+        '{"config": "16000"}',
+        '{"eof": 2}',
+        "[1, 2]",
+    ],
+)
+async def test_malformed_text_frame_gets_an_error_and_a_clean_close(vosk_url: str, bad: str) -> None:
+    async with connect(vosk_url) as other:
+        await other.send(CONFIG)
+        async with connect(vosk_url) as ws:
+            await ws.send(bad)
+            reply = json.loads(await asyncio.wait_for(ws.recv(), 30))
+            assert isinstance(reply.get("error"), str) and reply["error"]
+            with pytest.raises(ConnectionClosed) as closed:
+                await asyncio.wait_for(ws.recv(), 30)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+        # A session opened before keeps working, and so does a new one.
+        replies = await stream(other, silence(0.3))
+        assert all("partial" in r for r in replies)
+    _, final = await transcribe(vosk_url, silence(0.3))
+    assert final == {"text": ""}
+
+
+async def test_an_odd_length_frame_keeps_sample_alignment(vosk_url: str) -> None:
+    """Half a sample at the end of one frame is completed by the next, so audio is not garbled."""
+    pcm = speech(HELLO)
+    async with connect(vosk_url) as ws:
+        await ws.send(CONFIG)
+        replies = []
+        for i in range(0, len(pcm), 3201):
+            await ws.send(pcm[i : i + 3201])
+            replies.append(json.loads(await ws.recv()))
+        await ws.send(EOF_MSG)
+        final = json.loads(await ws.recv())
+    assert overlap(HELLO, full_text(replies, final)) >= 0.5
