@@ -1,25 +1,141 @@
 """Prometheus metrics of the bot, in a registry the bot owns (not prometheus_client's global one,
 so tests and several bots in one process never share counters).
 
-Components call the small methods below; each is one lock-protected increment (about a
-microsecond), cheap enough per RTP packet, and the RTP layer may also add counts in batches.
+Components call the small methods below (one increment each). The RTP and SIP packet counters
+are better read from their owners at scrape time (``watch_rtp_session``/``watch_sip``): the media
+path then does no extra work at all.
 Label values are a closed, documented set (docs/observability.md): never put a Call-ID, a URI
 or an address in a label.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+from typing import Protocol
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
 from ivrbot.telemetry.budget import STAGES
 
 # 50 ms .. 3 s, denser around the budgets (0.4, 0.5, 0.7, 1.0, 1.5 s).
 LATENCY_BUCKETS: tuple[float, ...] = (
-    0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.85, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.15,
+    0.2,
+    0.25,
+    0.3,
+    0.4,
+    0.5,
+    0.6,
+    0.7,
+    0.85,
+    1.0,
+    1.25,
+    1.5,
+    2.0,
+    2.5,
+    3.0,
 )
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class RtpCountersLike(Protocol):
+    """What is read from an RTP session (``ivrbot.rtp.session.RtpCounters`` has these)."""
+
+    @property
+    def received(self) -> int: ...
+    @property
+    def lost(self) -> int: ...
+    @property
+    def late(self) -> int: ...
+    @property
+    def malformed(self) -> int: ...
+    @property
+    def sent(self) -> int: ...
+
+
+class SipStatsLike(Protocol):
+    """What is read from the SIP user agent (``ivrbot.sip.useragent.SipStats`` has these)."""
+
+    @property
+    def malformed(self) -> int: ...
+    @property
+    def untrusted(self) -> int: ...
+
+
+# feed key -> (metric name without _total, help)
+_FEEDS: dict[str, tuple[str, str]] = {
+    "rtp_received": ("ivrbot_rtp_packets_received", "RTP packets received and accepted."),
+    "rtp_lost": ("ivrbot_rtp_packets_lost", "RTP packets missing from the received sequence."),
+    "rtp_late": ("ivrbot_rtp_packets_late", "RTP packets that arrived after their playout slot."),
+    "rtp_malformed": ("ivrbot_rtp_packets_malformed", "Datagrams on an RTP port that did not parse."),
+    "rtp_sent": ("ivrbot_rtp_packets_sent", "RTP packets sent."),
+    "sip_malformed": ("ivrbot_sip_messages_malformed", "SIP datagrams that did not parse."),
+    "sip_untrusted": ("ivrbot_sip_requests_untrusted", "SIP requests from outside IVRBOT_TRUSTED_PROXIES."),
+}
+_RTP_FIELDS = {
+    "rtp_received": "received",
+    "rtp_lost": "lost",
+    "rtp_late": "late",
+    "rtp_malformed": "malformed",
+    "rtp_sent": "sent",
+}
+
+
+class CounterFeeds(Collector):
+    """RTP and SIP counters: totals pushed in, plus live owners read at scrape time.
+
+    The RTP sessions and the SIP user agent already count every packet and datagram; reading
+    those at scrape time costs the media path nothing. A session's final counts move into the
+    totals when it is retired, so each exported counter only ever grows.
+    """
+
+    def __init__(self) -> None:
+        self.totals: dict[str, float] = dict.fromkeys(_FEEDS, 0.0)
+        self.rtp_live: dict[object, Callable[[], RtpCountersLike]] = {}
+        self.sip: Callable[[], SipStatsLike] | None = None
+
+    def add(self, key: str, n: float) -> None:
+        if n < 0:
+            raise ValueError(f"{key}: a counter cannot go down ({n})")
+        self.totals[key] += n
+
+    def watch_rtp(self, key: object, counters: Callable[[], RtpCountersLike]) -> None:
+        self.rtp_live[key] = counters
+
+    def retire_rtp(self, key: object) -> None:
+        read = self.rtp_live.pop(key, None)
+        if read is None:
+            return
+        c = read()
+        for k, attr in _RTP_FIELDS.items():
+            self.totals[k] += getattr(c, attr)
+
+    def values(self) -> dict[str, float]:
+        out = dict(self.totals)
+        for read in list(self.rtp_live.values()):
+            c = read()
+            for k, attr in _RTP_FIELDS.items():
+                out[k] += getattr(c, attr)
+        if self.sip is not None:
+            stats = self.sip()
+            out["sip_malformed"] += stats.malformed
+            out["sip_untrusted"] += stats.untrusted
+        return out
+
+    def describe(self) -> Iterable[Metric]:
+        return [CounterMetricFamily(name, doc) for name, doc in _FEEDS.values()]
+
+    def collect(self) -> Iterable[Metric]:
+        values = self.values()
+        return [CounterMetricFamily(name, doc, value=values[k]) for k, (name, doc) in _FEEDS.items()]
 
 
 class Metrics:
@@ -59,27 +175,12 @@ class Metrics:
             ["stage"],
             registry=r,
         )
-        self.rtp_received = Counter(
-            "ivrbot_rtp_packets_received", "RTP packets received and accepted.", registry=r
-        )
-        self.rtp_lost = Counter(
-            "ivrbot_rtp_packets_lost", "RTP packets missing from the received sequence.", registry=r
-        )
-        self.rtp_late = Counter(
-            "ivrbot_rtp_packets_late", "RTP packets that arrived after their playout slot.", registry=r
-        )
-        self.rtp_malformed = Counter(
-            "ivrbot_rtp_packets_malformed", "UDP datagrams on an RTP port that did not parse.", registry=r
-        )
-        self.rtp_sent = Counter("ivrbot_rtp_packets_sent", "RTP packets sent.", registry=r)
-        self.sip_malformed = Counter(
-            "ivrbot_sip_messages_malformed", "SIP datagrams that did not parse.", registry=r
-        )
-        self.sip_untrusted = Counter(
-            "ivrbot_sip_requests_untrusted", "SIP requests from outside IVRBOT_TRUSTED_PROXIES.", registry=r
-        )
+        self.feeds = CounterFeeds()
+        r.register(self.feeds)
         self.sidecar_errors = Counter(
-            "ivrbot_sidecar_errors", "Failed requests or connections to a sidecar, by sidecar.", ["sidecar"],
+            "ivrbot_sidecar_errors",
+            "Failed requests or connections to a sidecar, by sidecar.",
+            ["sidecar"],
             registry=r,
         )
         for stage in STAGES:  # export zero-valued series so dashboards see every stage from the start
@@ -113,28 +214,39 @@ class Metrics:
     def budget_overrun(self, stage: str) -> None:
         self.budget_exceeded.labels(stage=stage).inc()
 
-    # RTP (per packet or in batches)
+    # RTP and SIP counters: pushed here, or read from their owners at scrape time
     def rtp_packets_received(self, n: int = 1) -> None:
-        self.rtp_received.inc(n)
+        self.feeds.add("rtp_received", n)
 
     def rtp_packets_lost(self, n: int = 1) -> None:
-        self.rtp_lost.inc(n)
+        self.feeds.add("rtp_lost", n)
 
     def rtp_packets_late(self, n: int = 1) -> None:
-        self.rtp_late.inc(n)
+        self.feeds.add("rtp_late", n)
 
     def rtp_packets_malformed(self, n: int = 1) -> None:
-        self.rtp_malformed.inc(n)
+        self.feeds.add("rtp_malformed", n)
 
     def rtp_packets_sent(self, n: int = 1) -> None:
-        self.rtp_sent.inc(n)
+        self.feeds.add("rtp_sent", n)
 
-    # SIP and sidecars
-    def sip_message_malformed(self) -> None:
-        self.sip_malformed.inc()
+    def sip_message_malformed(self, n: int = 1) -> None:
+        self.feeds.add("sip_malformed", n)
 
-    def sip_request_untrusted(self) -> None:
-        self.sip_untrusted.inc()
+    def sip_request_untrusted(self, n: int = 1) -> None:
+        self.feeds.add("sip_untrusted", n)
+
+    def watch_rtp_session(self, key: object, counters: Callable[[], RtpCountersLike]) -> None:
+        """Read a live session's counters at each scrape (``lambda: session.counters``)."""
+        self.feeds.watch_rtp(key, counters)
+
+    def retire_rtp_session(self, key: object) -> None:
+        """The session ended: its last counts are kept in the totals, its reader dropped."""
+        self.feeds.retire_rtp(key)
+
+    def watch_sip(self, stats: Callable[[], SipStatsLike]) -> None:
+        """Read the SIP user agent's counters (``lambda: ua.stats``) at each scrape."""
+        self.feeds.sip = stats
 
     def sidecar_error(self, sidecar: str) -> None:
         """``sidecar`` is one of vosk, piper, llama."""

@@ -103,13 +103,19 @@ class CallTrace:
             attrs["network.peer.port"] = remote[1]
         # A new root: the call is the trace, whatever context the caller happens to run in.
         self._call_span: Span = self._tracer.start_span(
-            "call", context=otel_context.Context(), kind=SpanKind.SERVER, attributes=attrs,
+            "call",
+            context=otel_context.Context(),
+            kind=SpanKind.SERVER,
+            attributes=attrs,
             start_time=self._ns(t0),
         )
         self._ctx = trace.set_span_in_context(self._call_span)
         self._invite_span: Span | None = self._tracer.start_span(
-            "sip.invite", context=self._ctx, kind=SpanKind.SERVER,
-            attributes={"sip.method": "INVITE", "sip.call_id": call_id}, start_time=self._ns(t0),
+            "sip.invite",
+            context=self._ctx,
+            kind=SpanKind.SERVER,
+            attributes={"sip.method": "INVITE", "sip.call_id": call_id},
+            start_time=self._ns(t0),
         )
         self._rtp_span: Span | None = None
 
@@ -177,9 +183,7 @@ class CallTrace:
                 self._invite_span.set_status(Status(StatusCode.ERROR, f"{status} {reason}"))
         self.end(reason, t)
 
-    def sip_span(
-        self, name: str, start: float, end: float, status: int | None = None, **attributes: AttrValue
-    ) -> None:
+    def sip_span(self, name: str, start: float, end: float, status: int | None = None, **attributes: AttrValue) -> None:
         """A finished SIP transaction under ``call``: ``sip.bye``, ``sip.reinvite``, ``sip.refer``..."""
         if self._ended:
             return
@@ -300,16 +304,15 @@ class CallTrace:
         for stage, seconds in durations.items():
             attrs[f"{stage}_ms"] = round(seconds * 1000.0, 3)
         end = turn.moments[RTP_FIRST_PACKET] if turn.complete else max(t_close, *turn.moments.values())
-        span = self._tracer.start_span(
-            "turn", context=self._ctx, attributes=attrs, start_time=self._ns(turn.start)
-        )
+        span = self._tracer.start_span("turn", context=self._ctx, attributes=attrs, start_time=self._ns(turn.start))
         span_ctx = trace.set_span_in_context(span)
         for stage in STAGES:
             begin_m, end_m = STAGE_BOUNDS[stage]
             if stage not in durations:
                 continue
             child = self._tracer.start_span(
-                STAGE_SPAN_NAMES[stage], context=span_ctx,
+                STAGE_SPAN_NAMES[stage],
+                context=span_ctx,
                 attributes={"ivrbot.stage": stage, "duration_ms": attrs[f"{stage}_ms"]},
                 start_time=self._ns(turn.moments[begin_m]),
             )

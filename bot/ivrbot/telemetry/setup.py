@@ -96,9 +96,7 @@ class TracingConfig:
         protocol_raw = get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or get("OTEL_EXPORTER_OTLP_PROTOCOL")
         protocol_raw = protocol_raw or "http/protobuf"
         if protocol_raw not in ("grpc", "http/protobuf"):
-            raise TracingConfigError(
-                f"OTEL_EXPORTER_OTLP_PROTOCOL: {protocol_raw!r} (supported: grpc, http/protobuf)"
-            )
+            raise TracingConfigError(f"OTEL_EXPORTER_OTLP_PROTOCOL: {protocol_raw!r} (supported: grpc, http/protobuf)")
         protocol: Protocol = "grpc" if protocol_raw == "grpc" else "http/protobuf"
         disabled = get("OTEL_SDK_DISABLED").lower() == "true" or get("OTEL_TRACES_EXPORTER") == "none"
         traces_ep = get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
@@ -113,9 +111,7 @@ class TracingConfig:
         else:
             endpoint = generic_ep
         insecure_raw = (get("OTEL_EXPORTER_OTLP_TRACES_INSECURE") or get("OTEL_EXPORTER_OTLP_INSECURE")).lower()
-        insecure = insecure_raw == "true" or (
-            not insecure_raw and not (endpoint or "").startswith("https://")
-        )
+        insecure = insecure_raw == "true" or (not insecure_raw and not (endpoint or "").startswith("https://"))
         timeout_raw = get("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT") or get("OTEL_EXPORTER_OTLP_TIMEOUT")
         try:
             # The spec gives milliseconds; Python's exporters once read seconds, so small values are seconds.
@@ -220,7 +216,10 @@ class Tracing:
         return bool(result and result[0])
 
     def force_flush(self, timeout_s: float = 5.0) -> bool:
-        """Export what is queued; False if the collector did not take it within ``timeout_s``."""
+        """Export what is queued; False if that did not finish within ``timeout_s``.
+
+        True does not mean the collector took the spans: a failed export is logged by the SDK.
+        """
         return self._bounded("flush", timeout_s)
 
     def shutdown(self, timeout_s: float = 5.0) -> bool:
