@@ -8,7 +8,9 @@ from ivrbot.rtp.packet import RtpPacket, RtpParseError, parse_rtp
 
 
 def test_round_trip_with_csrc_extension_padding_and_marker() -> None:
-    pkt = RtpPacket(0, 65535, 0xFFFFFFFF, 0xDEADBEEF, b"\x01\x02\x03", marker=True, csrcs=(1, 2), extension=(0xBEDE, b"abcd"))
+    pkt = RtpPacket(
+        0, 65535, 0xFFFFFFFF, 0xDEADBEEF, b"\x01\x02\x03", marker=True, csrcs=(1, 2), extension=(0xBEDE, b"abcd")
+    )
     data = pkt.to_bytes(padding=4)
     assert data[0] & 0x20 and data[0] & 0x10 and data[0] & 0x0F == 2
     assert parse_rtp(data) == pkt
