@@ -1,0 +1,217 @@
+"""sipp test fixtures: the SIP target under test, and a sipp runner.
+
+``sip_target`` starts the bot's ``SipServer`` with a small in-test application whose SDP answer
+points at a real UDP socket that receives and counts RTP. To run the same scenarios against a
+running bot instead, set ``IVRBOT_SIPP_TARGET=host:port`` (and ``IVRBOT_SIPP_MAX_CALLS`` to its
+call limit); observations that need the in-test application are then skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import re
+import shutil
+import socket
+import struct
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from ivrbot.sdp import SdpOffer, build_answer
+from ivrbot.sip.events import Accept, CallInfo, Decision, Reject
+from ivrbot.sip.server import SipServer
+
+SCENARIOS = Path(__file__).parent / "scenarios"
+DTMF_CHARS = "0123456789*#ABCD"
+
+pytestmark = pytest.mark.skipif(shutil.which("sipp") is None, reason="sipp (Debian sip-tester) not installed")
+
+
+def free_udp_port(even: bool = False) -> int:
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if not even or port % 2 == 0:
+            return port
+    raise RuntimeError("no free port")
+
+
+class RtpSink(asyncio.DatagramProtocol):
+    """Receives a call's RTP: counts packets per payload type, decodes RFC 4733 key presses."""
+
+    def __init__(self, dtmf_pt: int | None) -> None:
+        self.dtmf_pt = dtmf_pt
+        self.counts: dict[int, int] = {}
+        self.audio_seqs: list[int] = []
+        self.digits: list[str] = []
+        self._dtmf_seen: set[int] = set()
+        self.transport: asyncio.DatagramTransport | None = None
+        self.port = 0
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(lambda: self, local_addr=("127.0.0.1", 0))
+        self.transport = transport
+        self.port = int(transport.get_extra_info("sockname")[1])
+
+    def stop(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        if len(data) < 12 or data[0] >> 6 != 2:
+            return
+        cc = data[0] & 0x0F
+        pt = data[1] & 0x7F
+        seq, ts = struct.unpack("!HI", data[2:8])
+        off = 12 + 4 * cc
+        if data[0] & 0x10 and len(data) >= off + 4:
+            off += 4 + 4 * struct.unpack("!H", data[off + 2 : off + 4])[0]
+        self.counts[pt] = self.counts.get(pt, 0) + 1
+        if pt == 0:
+            self.audio_seqs.append(seq)
+        elif pt == self.dtmf_pt and len(data) >= off + 4:
+            event, flags = data[off], data[off + 1]
+            if flags & 0x80 and ts not in self._dtmf_seen and event < len(DTMF_CHARS):
+                self._dtmf_seen.add(ts)
+                self.digits.append(DTMF_CHARS[event])
+
+
+@dataclass
+class TestApplication:
+    """The CallApplication the sipp tests drive: a call limit, an optional answer delay."""
+
+    max_calls: int = 2
+    active: set[str] = field(default_factory=set)
+    sinks: dict[str, RtpSink] = field(default_factory=dict)
+    finished: dict[str, RtpSink] = field(default_factory=dict)
+    accepted: int = 0
+    rejected: int = 0
+    established: list[str] = field(default_factory=list)
+    ended: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, CallInfo] = field(default_factory=dict)
+    _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1000))
+
+    async def on_invite(self, call: CallInfo, offer: SdpOffer) -> Decision:
+        self.headers[call.call_id] = call
+        if len(self.active) >= self.max_calls:
+            self.rejected += 1
+            return Reject(486, "Busy Here", retry_after=5)
+        self.active.add(call.call_id)
+        delay = float(call.header("X-Test-Answer-Delay") or 0)
+        if delay:
+            await asyncio.sleep(delay)
+        sink = RtpSink(offer.media.dtmf_pt)
+        await sink.start()
+        self.sinks[call.call_id] = sink
+        self.accepted += 1
+        answer = build_answer(
+            offer.media, address="127.0.0.1", port=sink.port, session_id=next(self._ids),
+            session_version=1, allow_loopback=True,
+        )
+        return Accept(answer)
+
+    async def on_established(self, call: CallInfo) -> None:
+        self.established.append(call.call_id)
+
+    async def on_reinvite(self, call: CallInfo, offer: SdpOffer) -> Decision:
+        sink = self.sinks[call.call_id]
+        return Accept(
+            build_answer(offer.media, address="127.0.0.1", port=sink.port, session_id=1, session_version=2,
+                         allow_loopback=True)
+        )
+
+    async def on_ended(self, call: CallInfo, reason: str) -> None:
+        self.ended[call.call_id] = reason
+        self.active.discard(call.call_id)
+        sink = self.sinks.pop(call.call_id, None)
+        if sink is not None:
+            sink.stop()
+            self.finished[call.call_id] = sink
+
+
+@dataclass
+class SipTarget:
+    host: str
+    port: int
+    max_calls: int
+    app: TestApplication | None
+    server: SipServer | None
+
+
+@pytest.fixture
+async def sip_target() -> AsyncIterator[SipTarget]:
+    external = os.environ.get("IVRBOT_SIPP_TARGET")
+    if external:
+        host, _, port = external.rpartition(":")
+        yield SipTarget(host, int(port), int(os.environ.get("IVRBOT_SIPP_MAX_CALLS", "2")), None, None)
+        return
+    app = TestApplication(max_calls=2)
+    # The advertised address is what goes into Contact; loopback only because this is a local test.
+    server = SipServer("127.0.0.1", 0, app, advertised_address="127.0.0.1")
+    await server.start()
+    try:
+        yield SipTarget("127.0.0.1", server.port, app.max_calls, app, server)
+    finally:
+        await server.stop()
+        for sink in app.sinks.values():
+            sink.stop()
+
+
+@dataclass
+class SippResult:
+    returncode: int
+    successful: int
+    failed: int
+    output: str
+
+
+def _collect_logs(workdir: Path) -> str:
+    """sipp's screen and error logs (then removed, so the next run's counts are its own)."""
+    text = ""
+    for log in sorted(workdir.glob("*_screen.log")) + sorted(workdir.glob("*_errors.log")):
+        text += f"\n--- {log.name}\n" + log.read_text(errors="replace")
+        log.unlink()
+    return text
+
+
+async def run_sipp(
+    target: SipTarget,
+    scenario: str,
+    workdir: Path,
+    *,
+    calls: int = 1,
+    limit: int = 1,
+    rate: int = 10,
+    extra: list[str] | None = None,
+    timeout_s: int = 60,
+) -> SippResult:
+    """Run sipp as a subprocess (the event loop keeps serving SIP) and read its final counts."""
+    args = [
+        "sipp", f"{target.host}:{target.port}",
+        "-sf", str(SCENARIOS / scenario),
+        "-i", "127.0.0.1", "-p", str(free_udp_port()),
+        "-mi", "127.0.0.1", "-mp", str(free_udp_port(even=True)),
+        "-m", str(calls), "-l", str(limit), "-r", str(rate),
+        "-timeout", f"{timeout_s}s", "-timeout_error",
+        "-nostdin", "-trace_screen", "-trace_err",
+        *(extra or []),
+    ]
+    proc = await asyncio.create_subprocess_exec(
+        *args, cwd=workdir, stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), timeout_s + 30)
+    text = out.decode(errors="replace") + _collect_logs(workdir)
+
+    def count(label: str) -> int:
+        m = re.findall(rf"{label}\s*\|\s*\d+\s*\|\s*(\d+)", text)
+        return int(m[-1]) if m else -1
+
+    assert proc.returncode is not None
+    return SippResult(proc.returncode, count("Successful call"), count("Failed call"), text)
