@@ -31,6 +31,7 @@ from pipecat.frames.frames import (
     TTSAudioRawFrame,
     TTSStoppedFrame,
 )
+from pipecat.services.settings import TTSSettings
 from pipecat.services.tts_service import WebsocketTTSService
 from pipecat.utils.errors import ErrorCategory
 from pipecat.utils.tracing.service_decorators import traced_tts
@@ -58,6 +59,7 @@ class PiperTTSService(WebsocketTTSService):
     ) -> None:
         super().__init__(
             sample_rate=sample_rate,
+            settings=TTSSettings(model=None, voice=None, language=None),
             push_start_frame=True,
             push_stop_frames=True,
             push_text_frames=True,

@@ -9,6 +9,10 @@ one JSON message, in order, so a FIFO of what was sent tells which final answers
 A server that is down or drops the session never fails the call: audio is dropped (and counted)
 while disconnected, the service reconnects with a capped backoff for as long as the call lasts,
 and each outage is reported once as a non-permanent ``ErrorFrame`` (category CONNECTIVITY).
+
+``ttfs_p99_latency`` (announced to the turn strategy) is only the safety net for a final that never
+comes: the finalized answer to the reset ends the wait at once, so it is set generously (1.5 s) to
+keep a slow, loaded Vosk from splitting one question into two turns.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from pipecat.frames.frames import (
     VADUserStoppedSpeakingFrame,
 )
 from pipecat.processors.frame_processor import FrameDirection
+from pipecat.services.settings import STTSettings
 from pipecat.services.stt_service import WebsocketSTTService
 from pipecat.utils.errors import ErrorCategory
 from pipecat.utils.time import time_now_iso8601
@@ -57,12 +62,13 @@ class VoskSTTService(WebsocketSTTService):
         call_id: str = "",
         reconnect_min_wait: float = 0.25,
         reconnect_max_wait: float = 2.0,
-        ttfs_p99_latency: float = 0.4,
+        ttfs_p99_latency: float = 1.5,
         **kwargs: Any,
     ) -> None:
         super().__init__(
             sample_rate=sample_rate,
             ttfs_p99_latency=ttfs_p99_latency,
+            settings=STTSettings(model=None, language=None),
             reconnect_on_error=False,
             **kwargs,
         )

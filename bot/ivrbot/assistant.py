@@ -1,0 +1,259 @@
+"""One call's assistant: the Pipecat pipeline in the user's fixed order, and what keeps it on the line.
+
+``transport.input() -> [DTMF menu] -> stt -> user aggregator (Silero VAD) -> llm -> tts
+-> transport.output() -> assistant aggregator``
+
+The DTMF menu is a pass-through for audio that consumes mapped key presses; the VAD lives in the
+user aggregator (Pipecat 1.14), which broadcasts the VAD frames upstream to the STT (finalize
+on stop) and interrupts the bot when the caller starts speaking (barge-in).
+
+Failures: every service reports an outage as a non-permanent error; this module answers it by
+playing the apology rendered at process start (through the TTS service's direct path, so it plays
+with Piper down), at most once per ``apology_every_secs``, logging with the call id. The services
+keep retrying; a service marked unusable by Pipecat is made usable again so the next turn retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+from pipecat.frames.frames import ErrorFrame, LLMRunFrame, TTSSpeakFrame
+from pipecat.pipeline.pipeline import Pipeline
+from pipecat.pipeline.worker import PipelineParams, PipelineWorker
+from pipecat.processors.aggregators.llm_context import LLMContext
+from pipecat.processors.aggregators.llm_response_universal import (
+    LLMContextAggregatorPair,
+    LLMUserAggregatorParams,
+)
+from pipecat.processors.frame_processor import FrameProcessor
+from pipecat.transports.base_transport import BaseTransport
+from pipecat.turns.user_start import TranscriptionUserTurnStartStrategy, VADUserTurnStartStrategy
+from pipecat.turns.user_stop import SpeechTimeoutUserTurnStopStrategy
+from pipecat.turns.user_turn_strategies import UserTurnStrategies
+
+from ivrbot.apology import ApologyAudio, tone_apology
+from ivrbot.assistant_settings import AssistantSettings
+from ivrbot.dtmf_menu import CallControl, DTMFMenu
+from ivrbot.logs import get_logger
+from ivrbot.services.llama_llm import LlamaLLMService
+from ivrbot.services.piper_tts import PiperTTSService
+from ivrbot.services.vosk_stt import VoskSTTService
+from ivrbot.vad import make_vad
+
+#: the transport's output runs at the wire rate; it resamples the TTS's 22.05 kHz itself
+AUDIO_OUT_SAMPLE_RATE = 8000
+
+
+class CallAssistant:
+    """Builds and owns one call's pipeline; ``run()`` returns when the call's pipeline has ended."""
+
+    def __init__(
+        self,
+        transport: BaseTransport,
+        settings: AssistantSettings,
+        call_control: CallControl,
+        *,
+        call_id: str = "",
+        apology: ApologyAudio | None = None,
+        greet_on_start: bool = True,
+        apology_every_secs: float = 5.0,
+        enable_tracing: bool = False,
+        observers: list[Any] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.call_id = call_id
+        self.call_control = call_control
+        self.apology = apology or tone_apology()
+        self.apology_every_secs = apology_every_secs
+        self.apologies_played = 0
+        self.errors: list[str] = []
+        self.hangup_reason: str | None = None
+        #: what the caller said and what the bot answered, turn by turn (for logs, demo and tests)
+        self.transcripts: list[str] = []
+        self.replies: list[str] = []
+        self._last_apology = -1e9
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._log = get_logger(__name__).bind(call_id=call_id)
+
+        # The system prompt travels as the LLM service's system_instruction (Pipecat 1.9+), first and
+        # byte-identical in every request; the context holds only the conversation.
+        self.context = LLMContext()
+        self.stt = VoskSTTService(
+            url=settings.vosk_url, sample_rate=settings.audio_in_sample_rate, call_id=call_id
+        )
+        self.llm = LlamaLLMService(
+            base_url=settings.llama_url,
+            system_prompt=settings.system_prompt,
+            model=settings.llm_model,
+            max_tokens=settings.max_tokens,
+            temperature=settings.temperature,
+            call_id=call_id,
+        )
+        self.tts = PiperTTSService(url=settings.piper_url, sample_rate=settings.tts_sample_rate, call_id=call_id)
+        self.dtmf = DTMFMenu(settings.dtmf_map, self, call_id=call_id)
+        user_params = LLMUserAggregatorParams(
+            vad_analyzer=make_vad(settings.vad, settings.audio_in_sample_rate),
+            user_turn_strategies=UserTurnStrategies(
+                start=[VADUserTurnStartStrategy(), TranscriptionUserTurnStartStrategy()],
+                stop=[SpeechTimeoutUserTurnStopStrategy(user_speech_timeout=settings.turn_stop_secs)],
+            ),
+            # A turn with no words (a cough that interrupted the bot) is not a question.
+            empty_user_turn=None,
+        )
+        self.aggregators = LLMContextAggregatorPair(self.context, user_params=user_params)
+        self.pipeline = Pipeline(
+            [
+                transport.input(),
+                self.dtmf,
+                self.stt,
+                self.aggregators.user(),
+                self.llm,
+                self.tts,
+                transport.output(),
+                self.aggregators.assistant(),
+            ]
+        )
+        silence = settings.silence_timeout_secs
+        self.worker = PipelineWorker(
+            self.pipeline,
+            params=PipelineParams(
+                audio_in_sample_rate=settings.audio_in_sample_rate,
+                audio_out_sample_rate=AUDIO_OUT_SAMPLE_RATE,
+                enable_metrics=True,
+                enable_usage_metrics=True,
+            ),
+            enable_rtvi=False,
+            enable_tracing=enable_tracing,
+            enable_turn_tracking=True,
+            conversation_id=call_id or None,
+            idle_timeout_secs=silence if silence > 0 else None,
+            cancel_on_idle_timeout=False,
+            observers=observers or [],
+        )
+        self._wire(greet_on_start)
+
+    # call control as seen by the DTMF menu: remember why the call ended -------------------------
+
+    async def hangup(self, reason: str) -> None:
+        if self.hangup_reason is None:
+            self.hangup_reason = reason
+            self._log.info("bot hangs up", reason=reason)
+            await self.call_control.hangup(reason)
+
+    async def transfer(self, target_uri: str) -> bool:
+        self._log.info("transfer", target=target_uri)
+        return await self.call_control.transfer(target_uri)
+
+    # wiring ----------------------------------------------------------------------------------
+
+    def _wire(self, greet_on_start: bool) -> None:
+        for service in (self.stt, self.llm, self.tts):
+            service.add_event_handler("on_error", self._on_service_error)
+
+        async def _started(worker: PipelineWorker, frame: Any) -> None:
+            self._log.info("call pipeline started")
+            if greet_on_start:
+                await self.greet()
+
+        async def _silent(worker: PipelineWorker) -> None:
+            self._spawn(self.hangup("silence"))
+
+        async def _finished(worker: PipelineWorker, frame: Any) -> None:
+            self._log.info("call pipeline finished", frame=type(frame).__name__)
+
+        async def _turn(aggregator: Any, strategy: Any, message: Any) -> None:
+            text = getattr(message, "content", None) or ""
+            self.transcripts.append(text)
+            self._log.info("caller said", text=text)
+            if is_hangup_phrase(text, self.settings.hangup_phrases):
+                self._spawn(self.hangup("phrase"))
+
+        async def _reply(aggregator: Any, message: Any) -> None:
+            text = getattr(message, "content", None) or ""
+            self.replies.append(text)
+            self._log.info("bot said", text=text, interrupted=getattr(message, "interrupted", None))
+
+        self.worker.add_event_handler("on_pipeline_started", _started)
+        self.worker.add_event_handler("on_idle_timeout", _silent)
+        self.worker.add_event_handler("on_pipeline_finished", _finished)
+        self.aggregators.user().add_event_handler("on_user_turn_stopped", _turn)
+        self.aggregators.assistant().add_event_handler("on_assistant_turn_stopped", _reply)
+
+    async def greet(self) -> None:
+        """Speak the configured greeting (added to the context, so the prefix stays the same per call)."""
+        if self.settings.greeting:
+            await self.worker.queue_frame(TTSSpeakFrame(self.settings.greeting, append_to_context=True))
+
+    async def say_as_caller(self, text: str) -> None:
+        """Run a turn as if the caller had said ``text`` (tests, DTMF 'say')."""
+        self.context.add_message({"role": "user", "content": text})
+        await self.worker.queue_frame(LLMRunFrame())
+
+    async def _on_service_error(self, processor: FrameProcessor, error: ErrorFrame) -> None:
+        self.errors.append(f"{processor.name}: {error.error}")
+        self._log.warning("sidecar failure", service=processor.name, error=error.error)
+        if not processor.is_usable:
+            # Pipecat stops giving work to a service it wrote off; a sidecar can come back.
+            self._spawn(self._revive(processor))
+        now = time.monotonic()
+        if now - self._last_apology >= self.apology_every_secs:
+            self._last_apology = now
+            self._spawn(self._play_apology())
+
+    async def _revive(self, processor: FrameProcessor) -> None:
+        await asyncio.sleep(1.0)
+        await processor.set_usable(True)
+
+    async def _play_apology(self) -> None:
+        self.apologies_played += 1
+        self._log.info("playing apology", seconds=round(self.apology.seconds, 2))
+        await self.tts.play_audio(self.apology.audio, self.apology.sample_rate)
+
+    def _spawn(self, coro: Any) -> None:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # running ---------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run the pipeline until it ends (EndFrame/CancelFrame from the SIP side, or cancel())."""
+        from pipecat.workers.runner import WorkerRunner
+
+        runner = WorkerRunner(handle_sigint=False)
+        try:
+            await runner.add_workers(self.worker)
+            await runner.run()
+        finally:
+            await self.stop()
+
+    async def stop(self) -> None:
+        """Cancel helper tasks (apology, hang-up) this assistant started."""
+        tasks = list(self._tasks)
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def is_hangup_phrase(text: str, phrases: tuple[str, ...]) -> bool:
+    """Whether the caller's final transcript contains one of the configured hang-up phrases."""
+    folded = " ".join(text.casefold().split())
+    return any(p.casefold() in folded for p in phrases if p.strip())
+
+
+def build_call_pipeline(
+    transport: BaseTransport,
+    settings: AssistantSettings,
+    call_control: CallControl,
+    **kwargs: Any,
+) -> tuple[Pipeline, PipelineWorker]:
+    """The brief's entry point; use ``CallAssistant`` directly to reach the services and counters."""
+    assistant = CallAssistant(transport, settings, call_control, **kwargs)
+    return assistant.pipeline, assistant.worker
+
+
+AssistantFactory = Callable[..., CallAssistant]

@@ -1,0 +1,87 @@
+"""The whole per-call pipeline with the real Vosk, llama-server and Piper: speech in, reply audio out."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from call import Call, urls
+from conftest import RecordingCallControl
+from sidecar_procs import SidecarProcess
+
+from ivrbot.assistant_settings import AssistantSettings
+from ivrbot.speech_samples import caller_speech, silence
+
+pytestmark = pytest.mark.slow
+
+QUESTION = "안녕하세요. 오늘 날씨가 어때요?"
+GREETING_LONG = (
+    "Welcome to the city library. Our opening hours are from nine in the morning until eight in the "
+    "evening, Monday to Saturday. On Sundays we are closed. You can borrow up to ten books at a time. "
+    "Late returns cost ten cents per day. How can I help you today?"
+)
+
+
+def settings(vosk: SidecarProcess, piper: SidecarProcess, llama: SidecarProcess, **kw: object) -> AssistantSettings:
+    return AssistantSettings(**urls(vosk.port, piper.port, llama.port), max_tokens=40, **kw)  # type: ignore[arg-type]
+
+
+async def test_speech_in_reply_audio_out(vosk: SidecarProcess, piper: SidecarProcess, llama: SidecarProcess,
+                                         call_control: RecordingCallControl) -> None:
+    async with Call(settings(vosk, piper, llama), call_control) as c:
+        assert await c.wait_for(lambda: c.assistant.stt.connected)
+        c.transport.say(caller_speech(QUESTION) + silence(1.0))
+        asked = time.monotonic()
+        assert await c.wait_for(lambda: bool(c.assistant.transcripts))
+        assert c.assistant.transcripts[0].strip()
+        assert await c.wait_for(lambda: any(r.strip() for r in c.assistant.replies))
+        # The caller hears the reply: non-silent audio after the question.
+        assert await c.wait_for(lambda: c.transport.out_voiced_bytes(since=asked) > 8000 * 2 // 2)
+        assert c.assistant.apologies_played == 0 and c.assistant.errors == []
+        assert call_control.hangups == []
+    assert c.finished
+
+
+async def test_greeting_is_spoken_at_answer(vosk: SidecarProcess, piper: SidecarProcess, llama: SidecarProcess,
+                                            call_control: RecordingCallControl) -> None:
+    async with Call(settings(vosk, piper, llama, greeting="Hello, how can I help?"), call_control) as c:
+        assert await c.wait_for(lambda: c.transport.out_voiced_bytes() > 8000)
+        assert await c.wait_for(lambda: c.assistant.context.messages[:1] ==
+                                [{"role": "assistant", "content": "Hello, how can I help?"}])
+
+
+async def test_barge_in_stops_the_bot_and_answers_the_caller(
+    vosk: SidecarProcess, piper: SidecarProcess, llama: SidecarProcess, call_control: RecordingCallControl
+) -> None:
+    marks: dict[str, float] = {}
+    async with Call(settings(vosk, piper, llama, greeting=GREETING_LONG), call_control) as c:
+        user = c.assistant.aggregators.user()
+
+        async def started(*_: object) -> None:
+            marks.setdefault("barge", time.monotonic())
+
+        async def stopped(*_: object) -> None:
+            marks.setdefault("turn_end", time.monotonic())
+
+        user.add_event_handler("on_user_turn_started", started)
+        user.add_event_handler("on_user_turn_stopped", stopped)
+        # The greeting is playing (about 15 s of speech) when the caller talks over it.
+        assert await c.wait_for(lambda: c.transport.out_voiced_bytes() > 8000 * 2)
+        c.transport.say(caller_speech(QUESTION) + silence(1.0))
+        assert await c.wait_for(lambda: "turn_end" in marks)
+        # While the caller spoke, the bot was silent: the greeting's queued audio was dropped.
+        window = marks["turn_end"] - marks["barge"]
+        spoken_over = c.transport.out_voiced_bytes(since=marks["barge"]) - c.transport.out_voiced_bytes(
+            since=marks["turn_end"])
+        assert spoken_over < 0.25 * window * 8000 * 2
+        # The new utterance was transcribed and is answered.
+        assert c.assistant.transcripts and c.assistant.transcripts[0].strip()
+        assert await c.wait_for(lambda: any(r.strip() for r in c.assistant.replies[1:]))
+        assert c.assistant.replies[0] == GREETING_LONG  # the greeting turn, marked interrupted
+
+
+async def test_silence_timeout_hangs_up(vosk: SidecarProcess, piper: SidecarProcess, llama: SidecarProcess,
+                                        call_control: RecordingCallControl) -> None:
+    async with Call(settings(vosk, piper, llama, silence_timeout_secs=1.5), call_control) as c:
+        assert await c.wait_for(lambda: call_control.hangups == ["silence"])
+        assert c.assistant.hangup_reason == "silence"
