@@ -297,7 +297,7 @@ def test_hangup_before_ack_waits_for_ack() -> None:
     assert [m.method for m in out if isinstance(m, SipRequest)] == ["BYE"]
 
 
-def _respond(h: Harness, req: SipRequest, code: int) -> None:
+def _respond(h: Harness, req: SipRequest | SipResponse, code: int) -> None:
     resp = SipResponse(status=code, reason="X")
     for v in req.header_all("Via"):
         resp.headers.add("Via", v)
