@@ -607,7 +607,7 @@ class UserAgent:
             call is None
             or call.dialog is None
             or to_tag != call.info.local_tag
-            or from_tag != call.dialog.remote_tag
+            or (from_tag or "") != call.dialog.remote_tag
         ):
             if req.method == "INVITE":
                 ist = self._new_ist(req, via, addr, initial=False)
