@@ -312,6 +312,7 @@ class PiperServer:
         frame_ms: int = 100,
         workers: int | None = None,
         max_pending: int = 32,
+        threads: int | None = None,
         voice: Any = None,
     ) -> None:
         self.voice_path = Path(voice_path)
@@ -319,6 +320,7 @@ class PiperServer:
         self.frame_ms = frame_ms
         self.workers = workers or max(1, os.cpu_count() or 1)
         self.max_pending = max_pending
+        self.threads = threads
         self.voice: Any = voice
         self.errors = 0
         self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="piper")
@@ -338,7 +340,7 @@ class PiperServer:
         loop = asyncio.get_running_loop()
         if self.voice is None:
             t0 = time.monotonic()
-            self.voice = await loop.run_in_executor(self.pool, load_voice, self.voice_path)
+            self.voice = await loop.run_in_executor(self.pool, load_voice, self.voice_path, self.threads)
             log.info("piper voice loaded", path=str(self.voice_path), seconds=round(time.monotonic() - t0, 2))
         t0 = time.monotonic()
         await loop.run_in_executor(self.pool, lambda: [c for c in self.voice.synthesize("Hello. Ready.")])
@@ -363,15 +365,27 @@ class PiperServer:
         await _Connection(self, ws).run()
 
 
-def load_voice(path: Path) -> Any:
-    """Load a Piper voice (.onnx + .onnx.json); raises SidecarError naming the path."""
+def load_voice(path: Path, threads: int | None = None) -> Any:
+    """Load a Piper voice (.onnx + .onnx.json); raises SidecarError naming the path.
+
+    ONNX Runtime's worker threads spin while idle by default; on the few cores a bot pod shares with
+    Vosk and llama-server that steals their time, so spinning is off and the thread count bounded.
+    """
+    import onnxruntime
     from piper import PiperVoice
+    from piper.config import PiperConfig
 
     from ivrbot.sidecars.models import check_piper_voice
 
     check_piper_voice(path)
     try:
-        return PiperVoice.load(path)
+        with open(f"{path}.json", encoding="utf-8") as f:
+            config = PiperConfig.from_dict(json.load(f))
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads or min(2, os.cpu_count() or 1)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        session = onnxruntime.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+        return PiperVoice(session=session, config=config)
     except Exception as exc:
         raise SidecarError(f"piper-server: cannot load voice {path}: {exc}") from exc
 
@@ -397,7 +411,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=int(os.environ.get("PIPER_PORT", "5002")))
     p.add_argument("--voice", type=Path, help="voice .onnx (default: PIPER_VOICE or en_US-joe-medium)")
     p.add_argument("--frame-ms", type=int, default=100, help="longest binary audio frame, in ms")
-    p.add_argument("--workers", type=int, default=None, help="synthesis threads (default: CPU count)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="utterances synthesized at once across connections (default: CPU count)")
+    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads per synthesis (default: 2)")
     a = p.parse_args(argv)
     configure_logging()
     try:
@@ -416,7 +432,8 @@ async def _run_until_signal(voice: Path, a: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await serve(a.host, a.port, voice, stop=stop, frame_ms=a.frame_ms, workers=a.workers)
+    await serve(a.host, a.port, voice, stop=stop, frame_ms=a.frame_ms, workers=a.workers,
+                threads=a.threads)
     log.info("piper-server stopped")
 
 
