@@ -89,3 +89,21 @@ def test_core_survives_sequences(datagrams: list[bytes]) -> None:
         ua.tick(now)
     ua.tick(now + 100)
     assert ua.stats.internal_errors == 0
+
+
+@given(st.lists(mutated(), min_size=1, max_size=30))
+def test_garbage_does_not_disturb_a_live_call(datagrams: list[bytes]) -> None:
+    ua = _core()
+    ua.feed(request("INVITE", call_id="live", body=OFFER, branch="z9hG4bKlive"), ("10.0.0.5", 5060), 0.0)
+    ua.answer_invite("live", Accept(ANSWER), 0.0)
+    ok = next(d for d, _ in ua.take_datagrams() if d.startswith(b"SIP/2.0 200"))
+    to_line = next(line for line in ok.split(b"\r\n") if line.startswith(b"To:"))
+    tag = to_line.split(b";tag=")[1].decode()
+    ua.feed(request("ACK", call_id="live", branch="z9hG4bKlack", to_tag=tag), ("10.0.0.5", 5060), 0.1)
+    for d in datagrams:
+        ua.feed(d, ("10.0.0.5", 5060), 0.2)
+    ua.take_datagrams()
+    ua.feed(request("BYE", call_id="live", cseq=99, branch="z9hG4bKlbye", to_tag=tag), ("10.0.0.5", 5060), 0.3)
+    out = ua.take_datagrams()
+    assert any(d.startswith(b"SIP/2.0 200") and b"99 BYE" in d for d, _ in out)
+    assert ua.stats.internal_errors == 0

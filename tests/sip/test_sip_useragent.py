@@ -393,3 +393,20 @@ def test_responses_sent_to_source() -> None:
     h.feed(request("OPTIONS"), addr=("10.0.0.77", 5999))
     assert h.sent[-1][1] == ("10.0.0.77", 5999)
     assert PEER != ("10.0.0.77", 5999)
+
+
+def test_rfc2543_peer_without_magic_cookie_retransmission() -> None:
+    h = Harness()
+    h.feed(invite(branch="oldstyle1"))
+    assert statuses(h.feed(invite(branch="oldstyle1"))) == [100]
+    assert len([e for e in h.events if isinstance(e, IncomingCall)]) == 1
+    # CANCEL matches by Call-ID/CSeq/From/Via too.
+    assert sorted(statuses(h.feed(request("CANCEL", branch="oldstyle1")))) == [200, 487]
+
+
+def test_via_received_added_when_sent_by_differs() -> None:
+    h = Harness()
+    (resp,) = h.feed(request("OPTIONS", via_host="proxy.example.org:5060"), addr=("10.0.0.5", 5060))
+    assert isinstance(resp, SipResponse)
+    top = parse_via(resp.header_all("Via")[0])
+    assert top.params["received"] == "10.0.0.5" and top.host == "proxy.example.org"

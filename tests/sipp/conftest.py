@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from ivrbot.sdp import SdpOffer, build_answer
+from ivrbot.sdp import MediaParams, SdpOffer, build_answer
 from ivrbot.sip.events import Accept, CallInfo, Decision, Reject
 from ivrbot.sip.server import SipServer
 
@@ -95,6 +95,7 @@ class TestApplication:
     established: list[str] = field(default_factory=list)
     ended: dict[str, str] = field(default_factory=dict)
     headers: dict[str, CallInfo] = field(default_factory=dict)
+    reinvites: list[MediaParams] = field(default_factory=list)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1000))
 
     async def on_invite(self, call: CallInfo, offer: SdpOffer) -> Decision:
@@ -121,10 +122,12 @@ class TestApplication:
 
     async def on_reinvite(self, call: CallInfo, offer: SdpOffer) -> Decision:
         sink = self.sinks[call.call_id]
-        return Accept(
-            build_answer(offer.media, address="127.0.0.1", port=sink.port, session_id=1, session_version=2,
-                         allow_loopback=True)
+        self.reinvites.append(offer.media)
+        answer = build_answer(
+            offer.media, address="127.0.0.1", port=sink.port, session_id=1,
+            session_version=len(self.reinvites) + 1, allow_loopback=True,
         )
+        return Accept(answer)
 
     async def on_ended(self, call: CallInfo, reason: str) -> None:
         self.ended[call.call_id] = reason

@@ -118,3 +118,23 @@ async def test_dtmf_events(sip_target: SipTarget, tmp_path: Path) -> None:
         (sink,) = app.finished.values()
         assert sink.dtmf_pt == 96 and sink.counts.get(96, 0) > 4
         assert "".join(sink.digits) == "1590"
+
+
+async def test_hold_and_resume(sip_target: SipTarget, tmp_path: Path) -> None:
+    res = await run_sipp(sip_target, "uac_hold_resume.xml", tmp_path)
+    assert res.returncode == 0, res.output
+    assert res.successful == 1, res.output
+    if sip_target.app is not None:
+        app = sip_target.app
+        await _until(lambda: len(app.ended) == 1)
+        assert [m.direction for m in app.reinvites] == ["recvonly", "sendrecv"]
+        assert app.reinvites[0].receive and not app.reinvites[0].send
+
+
+async def test_truncated_invite_is_400(sip_target: SipTarget, tmp_path: Path) -> None:
+    res = await run_sipp(sip_target, "uac_malformed_400.xml", tmp_path)
+    assert res.returncode == 0, res.output
+    assert res.successful == 1, res.output
+    if sip_target.server is not None:
+        assert sip_target.server.stats.malformed == 1
+        assert sip_target.app is not None and sip_target.app.headers == {}

@@ -296,7 +296,8 @@ class UserAgent:
         if answered:
             assert isinstance(partial, SipRequest)
             self._send_response(
-                partial, addr, status, extra=[("Warning", f'399 {self._host()} "{reason[:100]}"')]
+                partial, addr, status, to_tag=new_tag(),
+                extra=[("Warning", f'399 {self._host()} "{reason[:100]}"')],
             )
 
     # ---- responses we send ---------------------------------------------------------------
