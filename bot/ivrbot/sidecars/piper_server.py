@@ -271,10 +271,15 @@ class _Connection:
                     sent += len(frame)
         finally:
             # Never touch the generator while a thread advances it: close it once that thread is done.
-            if pending.done():
+            def discard(fut: asyncio.Future[bytes | None]) -> None:
+                if not fut.cancelled():
+                    fut.exception()  # a failure of a sentence nobody waits for any more is not news
                 chunks.close()
+
+            if pending.done():
+                discard(pending)
             else:
-                pending.add_done_callback(lambda _: chunks.close())
+                pending.add_done_callback(discard)
 
     async def _unless_cancelled(self, utt: Utterance, aw: Awaitable[T]) -> T:
         """Await ``aw`` unless the utterance is cancelled first (then raise _Cancelled)."""
