@@ -1,0 +1,417 @@
+"""`ivrbot serve`: the SIP endpoint, one RTP session and one Pipecat pipeline per call.
+
+The CallManager is the SIP application: it admits or refuses an INVITE (capacity, RTP ports),
+builds the SDP answer, starts the call's media and pipeline while the 200 OK is in flight, and
+releases everything in `on_ended`, which the SIP layer calls exactly once per accepted call
+however it ends. A failure inside one call is logged with its Call-ID and ends that call only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ipaddress
+import random
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+import psutil
+
+from ivrbot.apology import ApologyAudio, render_apology
+from ivrbot.assistant import CallAssistant
+from ivrbot.config import BotConfig, ConfigError, load_config
+from ivrbot.echo import build_echo_worker
+from ivrbot.http_api import HttpApi
+from ivrbot.logs import get_logger
+from ivrbot.metrics import Metrics
+from ivrbot.rtp.ports import PortLease, PortPool, PortsExhausted
+from ivrbot.rtp.session import MediaDirection, RtpSession
+from ivrbot.sdp import SdpOffer, build_answer
+from ivrbot.services.llama_llm import LlamaLLMService
+from ivrbot.sip.events import Accept, CallInfo, Reject
+from ivrbot.sip.server import SipServer
+from ivrbot.telemetry.calls import CallTrace
+from ivrbot.telemetry.observer import CallTraceObserver
+from ivrbot.telemetry.setup import Tracing, configure_tracing
+from ivrbot.transport import OpenSIPSTransport
+
+log = get_logger(__name__)
+
+BUSY_RETRY_AFTER = 5
+
+
+def default_advertised_address() -> str:
+    """The host's first non-loopback IPv4 address: what a proxy on another host can reach."""
+    for addrs in psutil.net_if_addrs().values():
+        for a in addrs:
+            if a.family.name == "AF_INET":
+                with contextlib.suppress(ValueError):
+                    if not ipaddress.ip_address(a.address).is_loopback:
+                        return str(a.address)
+    return "127.0.0.1"
+
+
+class SipCallControl:
+    """What a call's assistant may do to its own call, carried out on the SIP side."""
+
+    def __init__(self, sip: SipServer, call_id: str) -> None:
+        self._sip = sip
+        self._call_id = call_id
+
+    async def hangup(self, reason: str) -> None:
+        await self._sip.hangup(self._call_id)
+
+    async def transfer(self, target_uri: str) -> bool:
+        ok = await self._sip.transfer(self._call_id, target_uri)
+        if ok:  # RFC 5589: the transferor leaves once the transfer succeeded
+            await self._sip.hangup(self._call_id)
+        return ok
+
+
+@dataclass
+class ActiveCall:
+    info: CallInfo
+    session: RtpSession
+    transport: OpenSIPSTransport
+    trace: CallTrace
+    task: asyncio.Task[None] | None = None
+    assistant: CallAssistant | None = None
+    stop_worker: Any = None
+    answer_version: int = 1
+    session_id: int = field(default_factory=lambda: random.randrange(1, 2**31))
+    started: float = field(default_factory=time.monotonic)
+
+
+class CallManager:
+    """The SIP application: admission, media, pipelines, clean-up."""
+
+    def __init__(self, config: BotConfig, *, metrics: Metrics, tracing: Tracing, apology: ApologyAudio) -> None:
+        self.config = config
+        self.settings = config.assistant_settings()
+        self.metrics = metrics
+        self.tracing = tracing
+        self.apology = apology
+        self.ports = PortPool(config.rtp_port_min, config.rtp_port_max, host=config.sip_host)
+        self.advertised = config.advertised_address or default_advertised_address()
+        self.calls: dict[str, ActiveCall] = {}
+        self.sip: SipServer | None = None
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    # -- SIP application ------------------------------------------------------------------------
+    async def on_invite(self, call: CallInfo, offer: SdpOffer) -> Accept | Reject:
+        clog = log.bind(call_id=call.call_id)
+        if len(self.calls) >= self.config.max_calls:
+            self.metrics.call_rejected("capacity")
+            clog.warning("call refused: at capacity", max_calls=self.config.max_calls)
+            return Reject(486, "Busy Here", retry_after=BUSY_RETRY_AFTER)
+        try:
+            lease = self.ports.allocate()
+        except PortsExhausted as exc:
+            self.metrics.call_rejected("no_rtp_ports")
+            clog.warning("call refused: no RTP ports", error=str(exc))
+            return Reject(503, "Out Of Media Ports", retry_after=BUSY_RETRY_AFTER)
+        try:
+            active = await self._start_call(call, offer, lease)
+        except Exception as exc:
+            lease.release()
+            self.metrics.call_rejected("internal_error")
+            clog.exception("call set-up failed", error=str(exc))
+            return Reject(500, "Server Internal Error", retry_after=BUSY_RETRY_AFTER)
+        answer = self._answer(active, offer)
+        self.metrics.call_answered()
+        active.trace.answered()
+        clog.info("call answered", remote=call.remote_addr, rtp_port=lease.rtp_port, calls=len(self.calls))
+        return Accept(answer)
+
+    async def on_established(self, call: CallInfo) -> None:
+        active = self.calls.get(call.call_id)
+        if active is not None:
+            active.trace.sip_event("ack")
+            await active.transport.participant_joined({"from": call.from_uri, "to": call.to_uri})
+
+    async def on_reinvite(self, call: CallInfo, offer: SdpOffer) -> Accept | Reject:
+        active = self.calls.get(call.call_id)
+        if active is None:
+            return Reject(481, "Call/Transaction Does Not Exist")
+        m = offer.media
+        remote = None if m.on_hold else (m.remote_address, m.remote_port)
+        active.session.update_remote(remote, MediaDirection(m.direction))
+        active.answer_version += 1
+        active.trace.sip_event("reinvite", direction=m.direction)
+        log.info("call media updated", call_id=call.call_id, remote=remote, direction=m.direction)
+        return Accept(self._answer(active, offer))
+
+    async def on_ended(self, call: CallInfo, reason: str) -> None:
+        active = self.calls.pop(call.call_id, None)
+        if active is None:
+            return
+        clog = log.bind(call_id=call.call_id)
+        with contextlib.suppress(Exception):
+            await active.transport.participant_left(reason)
+        await self._stop_call(active)
+        c = active.session.counters
+        active.trace.end(reason, packets_received=c.received, packets_sent=c.sent)
+        self.metrics.call_ended(reason)
+        clog.info(
+            "call ended", reason=reason, seconds=round(time.monotonic() - active.started, 1), calls=len(self.calls)
+        )
+        if not self.calls:
+            self.idle.set()
+
+    # -- media and pipeline ----------------------------------------------------------------------
+    def _answer(self, active: ActiveCall, offer: SdpOffer) -> str:
+        return build_answer(
+            offer.media,
+            address=self.advertised,
+            port=active.session.local_port,
+            session_id=active.session_id,
+            session_version=active.answer_version,
+            allow_loopback=bool(self.config.advertised_address),
+        )
+
+    async def _start_call(self, call: CallInfo, offer: SdpOffer, lease: PortLease) -> ActiveCall:
+        m = offer.media
+        trace = CallTrace(
+            call.call_id,
+            tracer=self.tracing.tracer(),
+            from_uri=call.from_uri,
+            to_uri=call.to_uri,
+            remote=call.remote_addr,
+            metrics=self.metrics,
+        )
+        session = RtpSession(
+            lease,
+            None if m.on_hold else (m.remote_address, m.remote_port),
+            call_id=call.call_id,
+            audio_payload_type=m.audio_pt,
+            dtmf_payload_type=m.dtmf_pt,
+            direction=MediaDirection(m.direction),
+        )
+        transport = OpenSIPSTransport(session, call.call_id)
+        active = ActiveCall(call, session, transport, trace)
+
+        async def _speech_sent(_t: Any, _call_id: str, _seq: int) -> None:
+            trace.mark_first_packet_sent()
+
+        async def _rtp_started(_t: Any, _call_id: str) -> None:
+            trace.rtp_started(local_port=session.local_port, remote=session.remote)
+
+        async def _media_error(_t: Any, call_id: str, error: str) -> None:
+            log.warning("media error", call_id=call_id, error=error)
+
+        transport.add_event_handler("on_speech_sent", _speech_sent)
+        transport.add_event_handler("on_rtp_started", _rtp_started)
+        transport.add_event_handler("on_error", _media_error)
+
+        await session.start()
+        self.metrics.watch_rtp_session(call.call_id, lambda: session.counters)
+        observer = CallTraceObserver(trace)
+        assert self.sip is not None
+        if self.config.echo:
+            worker = build_echo_worker(transport)
+            active.stop_worker = worker.cancel
+            run = self._run_worker(worker)
+        else:
+            assistant = CallAssistant(
+                transport,
+                self.settings,
+                SipCallControl(self.sip, call.call_id),
+                call_id=call.call_id,
+                apology=self.apology,
+                enable_tracing=self.tracing.enabled,
+                observers=[observer],
+            )
+            active.assistant = assistant
+            active.stop_worker = assistant.worker.cancel
+            run = assistant.run()
+        self.calls[call.call_id] = active
+        self.idle.clear()
+        active.task = trace.create_task(self._guard(call.call_id, run), name=f"call-{call.call_id}")
+        return active
+
+    @staticmethod
+    async def _run_worker(worker: Any) -> None:
+        from pipecat.workers.runner import WorkerRunner
+
+        runner = WorkerRunner(handle_sigint=False)
+        await runner.add_workers(worker)
+        await runner.run()
+
+    async def _guard(self, call_id: str, run: Any) -> None:
+        """A pipeline that crashes ends its own call (BYE), never the process or other calls."""
+        try:
+            await run
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("call pipeline failed", call_id=call_id, error=str(exc))
+            if call_id in self.calls and self.sip is not None:
+                await self.sip.hangup(call_id)
+
+    async def _stop_call(self, active: ActiveCall) -> None:
+        if active.stop_worker is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(active.stop_worker(), 5.0)
+        if active.task is not None:
+            active.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await active.task
+        self.metrics.retire_rtp_session(active.info.call_id)
+        await active.session.stop()
+
+    async def hangup_all(self) -> None:
+        if self.sip is None:
+            return
+        await asyncio.gather(*(self.sip.hangup(cid) for cid in list(self.calls)), return_exceptions=True)
+
+
+async def _reachable(url: str) -> bool:
+    parts = urlsplit(url)
+    if parts.scheme.startswith("http"):
+        try:
+            base = f"{parts.scheme}://{parts.netloc}"
+            async with (
+                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1.5)) as s,
+                s.get(f"{base}/health") as r,
+            ):
+                return r.status == 200
+        except (aiohttp.ClientError, TimeoutError):
+            return False
+    try:
+        _, w = await asyncio.wait_for(asyncio.open_connection(parts.hostname, parts.port), 1.5)
+    except (OSError, TimeoutError):
+        return False
+    w.close()
+    return True
+
+
+class BotServer:
+    """The whole bot process: tracing, metrics, HTTP, SIP, calls; `stop()` releases all of it."""
+
+    def __init__(self, config: BotConfig) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self.tracing = configure_tracing()
+        settings = config.assistant_settings()
+        self.apology = render_apology(settings.apology_text)
+        self.calls = CallManager(config, metrics=self.metrics, tracing=self.tracing, apology=self.apology)
+        self.sip = SipServer(
+            config.sip_host,
+            config.sip_port,
+            self.calls,
+            advertised_address=self.calls.advertised,
+            trusted_proxies=config.trusted_proxies,
+        )
+        self.calls.sip = self.sip
+        self.metrics.watch_sip(lambda: self.sip.stats)
+        self.http = HttpApi(
+            self.metrics,
+            host=config.http_host,
+            port=config.http_port,
+            readiness=self.readiness,
+            drain=self.drain,
+        )
+        self._drain_lock = asyncio.Lock()
+
+    async def readiness(self) -> dict[str, bool]:
+        checks = {"not_draining": not self.sip.draining}
+        if not self.config.echo:
+            s = self.config
+            vosk, piper, llama = await asyncio.gather(
+                _reachable(s.vosk_url), _reachable(s.piper_url), _reachable(s.llama_url)
+            )
+            checks.update({"vosk": vosk, "piper": piper, "llama": llama})
+        return checks
+
+    async def start(self) -> None:
+        await self.http.start()
+        await self.sip.start()
+        log.info(
+            "bot listening",
+            sip=f"{self.config.sip_host}:{self.sip.port}",
+            http=self.http.port,
+            advertised=self.calls.advertised,
+            rtp=f"{self.config.rtp_port_min}-{self.config.rtp_port_max}",
+            mode="echo" if self.config.echo else "assistant",
+        )
+        if not self.config.echo:
+            await self.warm_up()
+
+    async def warm_up(self) -> None:
+        s = self.calls.settings
+        llm = LlamaLLMService(
+            base_url=s.llama_url, system_prompt=s.system_prompt, model=s.llm_model, max_tokens=s.max_tokens
+        )
+        try:
+            seconds = await llm.warm_up()
+            log.info("llm warmed up", seconds=round(seconds, 3))
+        except Exception as exc:  # the sidecar may still be loading; the first call retries
+            log.warning("llm warm-up failed", error=str(exc))
+
+    async def drain(self) -> None:
+        """Stop taking calls; wait for live calls to end, up to the grace period; then end the rest."""
+        async with self._drain_lock:
+            self.sip.start_draining()
+            log.info("draining", calls=len(self.calls.calls), grace=self.config.drain_grace_seconds)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.calls.idle.wait(), self.config.drain_grace_seconds)
+            if self.calls.calls:
+                log.warning("drain grace over; ending calls", calls=len(self.calls.calls))
+                await self.calls.hangup_all()
+
+    async def stop(self) -> None:
+        await self.calls.hangup_all()
+        for active in list(self.calls.calls.values()):
+            await self.calls.on_ended(active.info, "shutdown")
+        await self.sip.stop()
+        await self.http.stop()
+        self.tracing.shutdown()
+
+
+async def serve(config: BotConfig) -> int:
+    server = BotServer(config)
+    await server.start()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    term = asyncio.Event()
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGTERM, term.set)
+    try:
+        waits = [asyncio.create_task(stop.wait()), asyncio.create_task(term.wait())]
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for w in waits:
+            w.cancel()
+        if term.is_set():  # Kubernetes: finish live calls within the grace period
+            await server.drain()
+    finally:
+        await server.stop()
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="ivrbot serve", description="Run the bot: SIP endpoint + one pipeline per call.")
+    p.add_argument("--config", type=Path, help="YAML file (keys: docs/configuration.md); env IVRBOT_* wins")
+    p.add_argument("--echo", action="store_true", help="echo caller audio instead of the assistant")
+    a = p.parse_args(argv)
+    try:
+        config = load_config(a.config)
+        if a.echo:
+            from dataclasses import replace
+
+            config = replace(config, echo=True)
+    except ConfigError as exc:
+        print(f"ivrbot serve: configuration error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(serve(config))
+    except OSError as exc:
+        print(f"ivrbot serve: {exc}", file=sys.stderr)
+        return 1
