@@ -37,8 +37,15 @@ def configure_logging(level: str | None = None, json_output: bool | None = None)
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
-    # Quiet the libraries that log per frame or per request.
+    # Quiet the libraries that log per frame or per request (Pipecat logs through loguru).
     logging.basicConfig(level=max(lvl, logging.WARNING), stream=sys.stderr)
+    try:
+        from loguru import logger as loguru_logger
+
+        loguru_logger.remove()
+        loguru_logger.add(sys.stderr, level="DEBUG" if lvl <= logging.DEBUG else "WARNING")
+    except ImportError:  # pragma: no cover - loguru comes with pipecat
+        pass
     _configured = True
 
 

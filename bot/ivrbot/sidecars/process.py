@@ -13,6 +13,7 @@ import signal
 import socket
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
+from typing import IO
 
 from ivrbot.logs import get_logger
 
@@ -61,6 +62,7 @@ class ManagedProcess:
         host: str = "127.0.0.1",
         port: int | None = None,
         start_timeout: float = 180.0,
+        output: IO[bytes] | None = None,
     ) -> None:
         self.name = name
         self.argv = list(argv)
@@ -69,6 +71,8 @@ class ManagedProcess:
         self._host = host
         self._port = port
         self._start_timeout = start_timeout
+        #: where the child's output goes; None keeps its last lines for error messages
+        self._output = output
         self._proc: asyncio.subprocess.Process | None = None
         self._tail: deque[str] = deque(maxlen=20)
         self._reader: asyncio.Task[None] | None = None
@@ -95,13 +99,14 @@ class ManagedProcess:
             self._proc = await asyncio.create_subprocess_exec(
                 *self.argv,
                 env=self._env,
-                stdout=asyncio.subprocess.PIPE,
+                stdout=self._output if self._output is not None else asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
             )
         except OSError as exc:
             raise SidecarError(f"{self.name}: cannot run {self.argv[0]}: {exc}") from exc
-        self._reader = asyncio.create_task(self._drain_output(), name=f"{self.name}-output")
+        if self._output is None:
+            self._reader = asyncio.create_task(self._drain_output(), name=f"{self.name}-output")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._start_timeout
         while True:
