@@ -169,6 +169,7 @@ class RtpSession:
         if self._stopped:
             return
         self._stopped = True
+        self.clear()  # unblocks a writer waiting for queue space
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -263,6 +264,8 @@ class RtpSession:
 
     async def write_pcm(self, pcm: bytes) -> None:
         """Queue s16le 8 kHz speech; waits while ~100 ms is already queued (back-pressure)."""
+        if self._stopped:
+            return
         gen = self._generation
         self._pending += pcm_to_ulaw(pcm)
         self._pending_ticks = 0
