@@ -11,34 +11,23 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-import re
 import shutil
-import socket
 import struct
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
+from sipp_runner import SCENARIOS, SippResult, free_udp_port, run_sipp
 
 from ivrbot.sdp import MediaParams, SdpOffer, build_answer
 from ivrbot.sip.events import Accept, CallInfo, Decision, Reject
 from ivrbot.sip.server import SipServer
 
-SCENARIOS = Path(__file__).parent / "scenarios"
+__all__ = ["SCENARIOS", "SipTarget", "SippResult", "TestApplication", "free_udp_port", "run_sipp"]
+
 DTMF_CHARS = "0123456789*#ABCD"
 
 pytestmark = pytest.mark.skipif(shutil.which("sipp") is None, reason="sipp (Debian sip-tester) not installed")
-
-
-def free_udp_port(even: bool = False) -> int:
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if not even or port % 2 == 0:
-            return port
-    raise RuntimeError("no free port")
 
 
 class RtpSink(asyncio.DatagramProtocol):
@@ -164,57 +153,3 @@ async def sip_target() -> AsyncIterator[SipTarget]:
         await server.stop()
         for sink in app.sinks.values():
             sink.stop()
-
-
-@dataclass
-class SippResult:
-    returncode: int
-    successful: int
-    failed: int
-    output: str
-
-
-def _collect_logs(workdir: Path) -> str:
-    """sipp's screen and error logs (then removed, so the next run's counts are its own)."""
-    text = ""
-    for log in sorted(workdir.glob("*_screen.log")) + sorted(workdir.glob("*_errors.log")):
-        text += f"\n--- {log.name}\n" + log.read_text(errors="replace")
-        log.unlink()
-    return text
-
-
-async def run_sipp(
-    target: SipTarget,
-    scenario: str,
-    workdir: Path,
-    *,
-    calls: int = 1,
-    limit: int = 1,
-    rate: int = 10,
-    extra: list[str] | None = None,
-    timeout_s: int = 60,
-) -> SippResult:
-    """Run sipp as a subprocess (the event loop keeps serving SIP) and read its final counts."""
-    args = [
-        "sipp", f"{target.host}:{target.port}",
-        "-sf", str(SCENARIOS / scenario),
-        "-i", "127.0.0.1", "-p", str(free_udp_port()),
-        "-mi", "127.0.0.1", "-mp", str(free_udp_port(even=True)),
-        "-m", str(calls), "-l", str(limit), "-r", str(rate),
-        "-timeout", f"{timeout_s}s", "-timeout_error",
-        "-nostdin", "-trace_screen", "-trace_err",
-        *(extra or []),
-    ]
-    proc = await asyncio.create_subprocess_exec(
-        *args, cwd=workdir, stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await asyncio.wait_for(proc.communicate(), timeout_s + 30)
-    text = out.decode(errors="replace") + _collect_logs(workdir)
-
-    def count(label: str) -> int:
-        m = re.findall(rf"{label}\s*\|\s*\d+\s*\|\s*(\d+)", text)
-        return int(m[-1]) if m else -1
-
-    assert proc.returncode is not None
-    return SippResult(proc.returncode, count("Successful call"), count("Failed call"), text)
