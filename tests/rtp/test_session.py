@@ -1,6 +1,7 @@
 """RtpSession over real loopback UDP (no Pipecat)."""
 
 import asyncio
+import itertools
 import random
 import socket
 from collections.abc import AsyncIterator, Callable
@@ -8,7 +9,7 @@ from collections.abc import AsyncIterator, Callable
 import numpy as np
 import pytest
 
-from ivrbot.audio.g711 import pcm_to_ulaw
+from ivrbot.audio.g711 import pcm_to_ulaw, ulaw_to_pcm
 from ivrbot.rtp.dtmf import key_press_payloads
 from ivrbot.rtp.packet import RtpPacket, parse_rtp
 from ivrbot.rtp.ports import PortPool
@@ -167,3 +168,41 @@ async def test_stop_returns_the_ports_and_is_idempotent() -> None:
     await s2.stop()
     await s2.stop()
     assert pool.in_use == 0
+
+
+async def test_peer_30ms_packets_are_reframed_into_continuous_20ms_frames(
+    call: tuple[RtpSession, Peer, PortPool],
+) -> None:
+    session, peer, _ = call
+    codes = [0x90 + 3 * i for i in range(8)]  # one distinct level per 30 ms packet (a burst within max_depth)
+    for i, c in enumerate(codes):
+        peer.send(pcmu(i, bytes([c]) * 240, ts=i * 240), session.local_port)
+    audio = b""
+    async with asyncio.timeout(10):
+        while audio.rstrip(b"\x00") == audio or not audio.strip(b"\x00"):
+            audio += await session.read_frame()
+    assert all(len(f) == 320 for f in [audio[i : i + 320] for i in range(0, len(audio), 320)])
+    speech = audio.strip(b"\x00")
+    expected = ulaw_to_pcm(b"".join(bytes([c]) * 240 for c in codes))
+    assert speech == expected.strip(b"\x00")
+    assert session.counters.lost == 0 and session.counters.received == 8
+
+
+async def test_sends_at_the_negotiated_ptime() -> None:
+    base = random.randrange(30000, 60000, 2)
+    pool = PortPool(base, base + 3, host="127.0.0.1")
+    peer = await open_peer()
+    session = RtpSession(pool.allocate(), peer.addr, call_id="p30", ptime_ms=30)
+    await session.start()
+    try:
+        await session.write_pcm((np.ones(240 * 3) * 3000).astype("<i2").tobytes())
+        await until(lambda: len(peer.got) >= 8)
+    finally:
+        await session.stop()
+        assert peer.transport is not None
+        peer.transport.close()
+    assert {len(p.payload) for p in peer.got} == {240}
+    assert all((b.timestamp - a.timestamp) & 0xFFFFFFFF == 240 for a, b in itertools.pairwise(peer.got))
+    assert sum(p.payload != b"\xff" * 240 for p in peer.got) == 3
+    with pytest.raises(ValueError):
+        RtpSession(pool.allocate(), None, ptime_ms=25)

@@ -84,8 +84,9 @@ class JitterBuffer:
         self._priming = self.depth
         self._last_ts = None
 
-    def push(self, ssrc: int, seq: int, timestamp: int, payload: bytes) -> None:
-        """Accept one packet of the stream (duplicates and late packets are counted and dropped)."""
+    def push(self, ssrc: int, seq: int, timestamp: int, payload: bytes, samples: int | None = None) -> None:
+        """Accept one packet (``samples`` it carries, default ``samples_per_packet``); duplicates and
+        late packets are counted and dropped."""
         if self._ssrc is None or ssrc != self._ssrc:
             if self._ssrc is not None:
                 self.stats.resyncs += 1
@@ -105,7 +106,7 @@ class JitterBuffer:
             self.stats.duplicate += 1
             return
         self.stats.received += 1
-        self._check_timestamp(ext, timestamp)
+        self._check_timestamp(ext, timestamp, self.samples_per_packet if samples is None else samples)
         self._buf[ext] = payload
         if ext > self._highest:
             self._highest = ext
@@ -115,9 +116,9 @@ class JitterBuffer:
             self.stats.overflow_dropped += 1
             self._next = min(self._buf)
 
-    def _check_timestamp(self, ext: int, timestamp: int) -> None:
+    def _check_timestamp(self, ext: int, timestamp: int, samples: int) -> None:
         if self._last_ts is not None and ext > self._last_ts[0]:
-            expected = (self._last_ts[1] + (ext - self._last_ts[0]) * self.samples_per_packet) & 0xFFFFFFFF
+            expected = (self._last_ts[1] + (ext - self._last_ts[0]) * samples) & 0xFFFFFFFF
             if timestamp != expected:
                 self.stats.timestamp_jumps += 1
         if self._last_ts is None or ext > self._last_ts[0]:

@@ -20,7 +20,6 @@ from ivrbot.rtp.packet import RtpPacket
 PCMU_PAYLOAD_TYPE = 0
 SAMPLES_PER_PACKET = 160  # 20 ms at 8 kHz
 PACKET_INTERVAL = 0.020
-SILENCE_PAYLOAD = bytes([PCMU_SILENCE]) * SAMPLES_PER_PACKET
 
 
 class RtpPacketizer:
@@ -39,6 +38,7 @@ class RtpPacketizer:
         self.sequence = secrets.randbits(16) if sequence is None else sequence & 0xFFFF
         self.timestamp = secrets.randbits(32) if timestamp is None else timestamp & 0xFFFFFFFF
         self.samples_per_packet = samples_per_packet
+        self._silence = bytes([PCMU_SILENCE]) * samples_per_packet
         self._in_spurt = False
 
     @property
@@ -55,7 +55,7 @@ class RtpPacketizer:
     def silence(self) -> bytes:
         """Next packet of comfort silence; ends the current talk spurt."""
         self._in_spurt = False
-        return self._emit(SILENCE_PAYLOAD[: self.samples_per_packet], False)
+        return self._emit(self._silence, False)
 
     def skip(self) -> None:
         """A tick on which nothing is sent (hold): time moves on, the sequence does not."""

@@ -1,7 +1,9 @@
 """One call's RTP stream over UDP: the asyncio shell around the sans-IO codec, jitter buffer and packetizer.
 
-One 20 ms clock task (absolute deadlines from ``loop.time()``) sends exactly one packet per tick
-(speech if queued, else comfort silence) and plays out exactly one received frame per tick.
+One clock task (absolute deadlines from ``loop.time()``) sends exactly one packet every ``ptime``
+(speech if queued, else comfort silence; 20 ms unless the SDP asked otherwise) and plays out exactly
+one 20 ms frame every 20 ms. With the default ptime both fall on the same wake-up. Received packets
+of any size are re-framed into 20 ms frames, so a peer sending 30 ms packets plays out correctly.
 
 Latching: only datagrams from the negotiated remote address are accepted; others are counted as
 ``foreign_source`` and ignored. With ``latch_to_source=True`` (symmetric RTP for a peer behind NAT
@@ -30,6 +32,8 @@ from ivrbot.rtp.ports import PortLease
 from ivrbot.rtp.sender import PCMU_PAYLOAD_TYPE, SAMPLES_PER_PACKET, Pacer, RtpPacketizer
 
 FRAME_BYTES = SAMPLES_PER_PACKET * 2  # one 20 ms s16le frame at 8 kHz
+PLAYOUT_INTERVAL = 0.020
+_EARLY = 0.0005  # a wake-up this close to a deadline counts as on time
 _SILENT_FRAME = bytes(FRAME_BYTES)
 
 Address = tuple[str, int]
@@ -94,9 +98,12 @@ class RtpSession:
         jitter_depth: int = 3,
         latch_to_source: bool = False,
         conceal: bool = True,
+        ptime_ms: int = 20,
         frame_queue_size: int = 50,
-        send_queue_packets: int = 5,
+        send_queue_ms: int = 100,
     ) -> None:
+        if not 10 <= ptime_ms <= 120 or ptime_ms % 10:
+            raise ValueError(f"ptime must be 10-120 ms in 10 ms steps, not {ptime_ms}")
         self.lease = lease
         self.call_id = call_id
         self.audio_payload_type = audio_payload_type
@@ -109,10 +116,13 @@ class RtpSession:
         self._jitter = JitterBuffer(depth=jitter_depth)
         self._dtmf = DtmfDecoder()
         self._concealer = Concealer(FRAME_BYTES)
-        self.packetizer = RtpPacketizer(PCMU_PAYLOAD_TYPE)
+        self.ptime_ms = ptime_ms
+        self._samples_per_packet = 8 * ptime_ms
+        self.packetizer = RtpPacketizer(audio_payload_type, samples_per_packet=self._samples_per_packet)
+        self._fifo = bytearray()  # decoded s16le audio not yet played out as a 20 ms frame
         self._frames: asyncio.Queue[bytes] = asyncio.Queue(maxsize=frame_queue_size)
         self._dtmf_keys: asyncio.Queue[str] = asyncio.Queue(maxsize=64)
-        self._send_q: asyncio.Queue[tuple[int, bytes]] = asyncio.Queue(maxsize=send_queue_packets)
+        self._send_q: asyncio.Queue[tuple[int, bytes]] = asyncio.Queue(maxsize=max(2, send_queue_ms // ptime_ms))
         self._pending = bytearray()  # mu-law bytes short of a full packet
         self._pending_ticks = 0
         self._generation = 0
@@ -233,7 +243,7 @@ class RtpSession:
             self._remote = source
         self._heard_remote = True
         if pt == self.audio_payload_type:
-            self._jitter.push(pkt.ssrc, pkt.sequence, pkt.timestamp, pkt.payload)
+            self._jitter.push(pkt.ssrc, pkt.sequence, pkt.timestamp, pkt.payload, samples=len(pkt.payload))
         else:
             key = self._dtmf.feed(pkt.ssrc, pkt.timestamp, pkt.payload)
             if key is not None:
@@ -248,13 +258,17 @@ class RtpSession:
     def _playout(self) -> None:
         if not self._jitter.started:
             return
-        p = self._jitter.pop()
-        if p.kind is PlayoutKind.AUDIO:
-            frame = self._concealer.good(ulaw_to_pcm(p.payload))
-        elif p.kind is PlayoutKind.LOST and self.conceal:
-            frame = self._concealer.lost()
-        else:
-            frame = self._concealer.silence()
+        while len(self._fifo) < FRAME_BYTES:
+            p = self._jitter.pop()
+            if p.kind is PlayoutKind.AUDIO:
+                self._fifo += self._concealer.good(ulaw_to_pcm(p.payload))
+            elif p.kind is PlayoutKind.LOST:
+                self._fifo += self._concealer.lost() if self.conceal else self._concealer.silence()
+            else:  # nothing to play: the rest of this frame is silence
+                self._concealer.silence()
+                self._fifo += bytes(FRAME_BYTES - len(self._fifo))
+        frame = bytes(self._fifo[:FRAME_BYTES])
+        del self._fifo[:FRAME_BYTES]
         if self._frames.full():
             self._frames.get_nowait()
             self._c["frames_dropped"] += 1
@@ -269,9 +283,10 @@ class RtpSession:
         gen = self._generation
         self._pending += pcm_to_ulaw(pcm)
         self._pending_ticks = 0
-        while len(self._pending) >= SAMPLES_PER_PACKET:
-            chunk = bytes(self._pending[:SAMPLES_PER_PACKET])
-            del self._pending[:SAMPLES_PER_PACKET]
+        n = self._samples_per_packet
+        while len(self._pending) >= n:
+            chunk = bytes(self._pending[:n])
+            del self._pending[:n]
             await self._send_q.put((gen, chunk))
             if gen != self._generation:
                 return
@@ -296,7 +311,7 @@ class RtpSession:
             # A reply's tail shorter than a packet: send it padded once the writer has gone quiet.
             self._pending_ticks += 1
             if self._pending_ticks >= 2:
-                chunk = bytes(self._pending).ljust(SAMPLES_PER_PACKET, b"\xff")
+                chunk = bytes(self._pending).ljust(self._samples_per_packet, b"\xff")
                 self._pending.clear()
                 return chunk
         return None
@@ -325,16 +340,23 @@ class RtpSession:
 
     async def _clock(self) -> None:
         loop = asyncio.get_running_loop()
-        pacer = Pacer(loop.time())
+        start = loop.time()
+        send_pacer = Pacer(start, self.ptime_ms / 1000)
+        play_pacer = Pacer(start, PLAYOUT_INTERVAL)
+        next_send = next_play = start
         try:
             while True:
-                deadline = pacer.next_deadline(loop.time())
-                delay = deadline - loop.time()
+                delay = min(next_send, next_play) - loop.time()
                 if delay > 0:
                     await asyncio.sleep(delay)
-                self._send()
-                self._playout()
-                self.pacer_reanchors = pacer.reanchors
+                now = loop.time()
+                if now >= next_send - _EARLY:
+                    self._send()
+                    next_send = send_pacer.next_deadline(now)
+                if now >= next_play - _EARLY:
+                    self._playout()
+                    next_play = play_pacer.next_deadline(now)
+                self.pacer_reanchors = send_pacer.reanchors + play_pacer.reanchors
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug here must not take the event loop down silently
