@@ -43,8 +43,6 @@ from ivrbot.services.piper_tts import PiperTTSService
 from ivrbot.services.vosk_stt import VoskSTTService
 from ivrbot.vad import make_vad
 
-#: the transport's output runs at the wire rate; it resamples the TTS's 22.05 kHz itself
-AUDIO_OUT_SAMPLE_RATE = 8000
 
 
 class CallAssistant:
@@ -121,7 +119,9 @@ class CallAssistant:
             self.pipeline,
             params=PipelineParams(
                 audio_in_sample_rate=settings.audio_in_sample_rate,
-                audio_out_sample_rate=AUDIO_OUT_SAMPLE_RATE,
+                # The TTS rate: OpenSIPSTransport resamples each 20 ms chunk to 8 kHz itself (with a
+                # resampler that answers every chunk), so Pipecat's buffering resampler stays out.
+                audio_out_sample_rate=settings.tts_sample_rate,
                 enable_metrics=True,
                 enable_usage_metrics=True,
             ),

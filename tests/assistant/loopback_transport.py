@@ -86,7 +86,7 @@ class _Output(BaseOutputTransport):
 
     async def write_audio_frame(self, frame: OutputAudioRawFrame) -> bool:
         now = time.monotonic()
-        self._owner.audio_out.append((now, frame.audio))
+        self._owner.audio_out.append((now, frame.audio, frame.sample_rate))
         seconds = len(frame.audio) / 2 / frame.sample_rate
         self._next_t = max(self._next_t, now) + seconds
         await asyncio.sleep(max(0.0, self._next_t - time.monotonic()))
@@ -98,11 +98,10 @@ class LoopbackTransport(BaseTransport):
 
     def __init__(self) -> None:
         super().__init__()
-        params = TransportParams(audio_in_enabled=True, audio_out_enabled=True,
-                                 audio_in_sample_rate=16000, audio_out_sample_rate=8000)
+        params = TransportParams(audio_in_enabled=True, audio_out_enabled=True, audio_in_sample_rate=16000)
         self.audio_in: asyncio.Queue[bytes] = asyncio.Queue()
         self.dtmf_in: asyncio.Queue[str] = asyncio.Queue()
-        self.audio_out: list[tuple[float, bytes]] = []
+        self.audio_out: list[tuple[float, bytes, int]] = []
         self.caller_audio_sent = 0
         self._input = _Input(self, params)
         self._output = _Output(self, params)
@@ -119,18 +118,15 @@ class LoopbackTransport(BaseTransport):
     def press(self, key: str) -> None:
         self.dtmf_in.put_nowait(key)
 
-    def out_bytes(self, since: float = 0.0) -> int:
-        return sum(len(a) for t, a in self.audio_out if t >= since)
-
-    def out_voiced_bytes(self, since: float = 0.0, threshold: int = 300) -> int:
-        """Bytes of bot audio written after ``since`` whose 20 ms RMS is above ``threshold``."""
+    def out_voiced_secs(self, since: float = 0.0, threshold: int = 300) -> float:
+        """Seconds of bot audio written after ``since`` in chunks whose RMS is above ``threshold``."""
         import numpy as np
 
-        total = 0
-        for t, a in self.audio_out:
+        total = 0.0
+        for t, a, rate in self.audio_out:
             if t < since or len(a) < 2:
                 continue
             x = np.frombuffer(a[: len(a) // 2 * 2], dtype="<i2").astype(np.float64)
             if x.size and float(np.sqrt(np.mean(x * x))) > threshold:
-                total += len(a)
+                total += x.size / rate
         return total

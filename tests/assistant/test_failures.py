@@ -52,9 +52,9 @@ async def test_llama_down_then_back(sidecar_logs: Path, vosk: SidecarProcess, pi
             assert await c.wait_for(lambda: c.assistant.apologies_played == 1)
             assert any("LlamaLLMService" in e for e in c.assistant.errors)
             # The caller hears it (the apology is ~3 s of speech).
-            assert await c.wait_for(lambda: c.transport.out_voiced_bytes(since=asked) > 8000 * 2)
+            assert await c.wait_for(lambda: c.transport.out_voiced_secs(since=asked) > 1.0)
             assert not c.finished
-            llama.start()
+            await llama.astart()
             replies = sum(1 for r in c.assistant.replies if r.strip())
             await ask(c)
             assert await c.wait_for(lambda: sum(1 for r in c.assistant.replies if r.strip()) > replies)
@@ -71,18 +71,18 @@ async def test_piper_dies_mid_call_then_back(sidecar_logs: Path, vosk: SidecarPr
                           greeting="Hello.")
     try:
         async with Call(s, call_control, apology=render_apology(s.apology_text)) as c:
-            assert await c.wait_for(lambda: c.transport.out_voiced_bytes() > 4000)  # greeting heard
-            piper.stop()
+            assert await c.wait_for(lambda: c.transport.out_voiced_secs() > 0.25)  # greeting heard
+            await piper.astop()
             assert await c.wait_for(lambda: c.assistant.apologies_played >= 1)
             assert any("PiperTTSService" in e for e in c.assistant.errors)
             mark = time.monotonic()
             # The apology plays although Piper is down: it was rendered at process start.
-            assert await c.wait_for(lambda: c.transport.out_voiced_bytes(since=mark - 1) > 8000 * 2)
-            piper.start()
+            assert await c.wait_for(lambda: c.transport.out_voiced_secs(since=mark - 1) > 1.0)
+            await piper.astart()
             before = len(c.assistant.replies)
             asked = await ask(c)
             assert await c.wait_for(lambda: len(c.assistant.replies) > before and c.assistant.replies[-1].strip()
-                                    and c.transport.out_voiced_bytes(since=asked) > 8000)
+                                    and c.transport.out_voiced_secs(since=asked) > 0.5)
             assert not c.finished
     finally:
         piper.stop()
@@ -96,8 +96,8 @@ async def test_vosk_down_then_back(sidecar_logs: Path, piper: SidecarProcess, ll
         async with Call(s, call_control, apology=render_apology(s.apology_text)) as c:
             assert await c.wait_for(lambda: c.assistant.apologies_played == 1)
             assert any("VoskSTTService" in e for e in c.assistant.errors)
-            assert await c.wait_for(lambda: c.transport.out_voiced_bytes() > 8000 * 2)
-            vosk.start()
+            assert await c.wait_for(lambda: c.transport.out_voiced_secs() > 1.0)
+            await vosk.astart()
             assert await c.wait_for(lambda: c.assistant.stt.connected)
             await ask(c)
             assert await c.wait_for(lambda: bool(c.assistant.transcripts) and c.assistant.transcripts[-1].strip())

@@ -6,6 +6,7 @@ the same port. Ports are free ephemeral ports picked at fixture time.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -75,6 +76,13 @@ class SidecarProcess:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+    async def astart(self, timeout: float = 180.0) -> None:
+        """start() off the event loop, so a live call keeps running while the sidecar loads."""
+        await asyncio.to_thread(self.start, timeout)
+
+    async def astop(self) -> None:
+        await asyncio.to_thread(self.stop)
 
     @property
     def running(self) -> bool:

@@ -97,11 +97,11 @@ async def test_server_down_then_back(sidecar_logs: Path) -> None:
         assert await h.wait_for(lambda: bool(h.up.of(ErrorFrame)))
         assert tts.is_usable and not tts.connected
         server = piper_process(sidecar_logs, port)
-        server.start()
+        await server.astart()
         try:
             await h.send(TTSSpeakFrame("Now I can speak."))
             assert await h.wait_for(lambda: bool(audio(h)))
-            server.stop()
+            await server.astop()
             errors = len(h.up.of(ErrorFrame))
             # The drop is noticed and reported; the next sentence fails fast and the call goes on.
             assert await h.wait_for(lambda: len(h.up.of(ErrorFrame)) > errors)

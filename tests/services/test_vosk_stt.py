@@ -83,14 +83,14 @@ async def test_reconnects_after_the_server_dies(sidecar_logs: Path) -> None:
         stt = VoskSTTService(url=f"ws://127.0.0.1:{server.port}", reconnect_max_wait=0.5)
         async with Harness(stt) as h:
             assert await stt.wait_connected(30)
-            server.stop()
+            await server.astop()
             # The drop is reported upstream once, as a recoverable error, and the call goes on.
             assert await h.wait_for(lambda: bool(h.up.of(ErrorFrame)))
             assert stt.is_usable
             # Audio while it is down is dropped and counted, not queued without bound.
             await h.send(*audio_frames(silence(0.2)))
             assert await h.wait_for(lambda: stt.dropped_audio_bytes > 0)
-            server.start()
+            await server.astart()
             assert await h.wait_for(lambda: stt.connected, timeout=60)
             assert stt.reconnects >= 1
             await speak_and_stop(h, caller_speech(SPOKEN))
