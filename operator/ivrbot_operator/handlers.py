@@ -256,7 +256,7 @@ async def finalize(
                 await rt.api.delete_pod(namespace, pod.name)
         if observed:
             raise kopf.TemporaryError(f"waiting for {len(observed)} pod(s) to drain and terminate",
-                                      delay=max(1.0, rt.config.reconcile_interval))
+                                      delay=max(0.1, rt.config.reconcile_interval))
         rt.allocator.release_owner(key)
         rt.reloads.pop(key, None)
         rt.locks.pop(key, None)

@@ -21,6 +21,7 @@ import kmock
 import kopf
 import kubernetes
 import pytest
+from opsim import IVRBOTS, NS
 
 from ivrbot_operator import defaults as d
 from ivrbot_operator.config import OperatorConfig
@@ -28,7 +29,7 @@ from ivrbot_operator.handlers import Runtime
 from ivrbot_operator.main import run
 from ivrbot_operator.ports import PortPool
 
-from opsim import IVRBOTS, NS
+TEST_POOL = PortPool(21000, 21199)
 
 
 def declare_resources(k: Any) -> None:
@@ -56,16 +57,13 @@ class OperatorHandle:
         return await asyncio.wait_for(self.task, timeout=30)
 
 
-StartOperator = Callable[..., "contextlib.AbstractAsyncContextManager[OperatorHandle]"]
-
-
 @pytest.fixture()
 def start_operator(kmock: Any) -> Callable[..., contextlib.AbstractAsyncContextManager[OperatorHandle]]:
     declare_resources(kmock)
     url = str(kmock.url).rstrip("/")
 
     @contextlib.asynccontextmanager
-    async def starter(pool: PortPool = PortPool(21000, 21199), **extra: Any) -> AsyncIterator[OperatorHandle]:
+    async def starter(pool: PortPool = TEST_POOL, **extra: Any) -> AsyncIterator[OperatorHandle]:
         config = OperatorConfig(pool=pool, namespaces=(NS,), reconcile_interval=0.2,
                                 liveness_endpoint=None, **extra)
         client = kubernetes.client.ApiClient(kubernetes.client.Configuration(host=url))
@@ -96,6 +94,6 @@ def start_operator(kmock: Any) -> Callable[..., contextlib.AbstractAsyncContextM
         finally:
             if not task.done():
                 await handle.stop()
-            client.close()
+            client.close()  # type: ignore[no-untyped-call]
 
     return starter

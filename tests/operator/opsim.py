@@ -6,6 +6,8 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+import aiohttp
+
 from ivrbot_operator import defaults as d
 
 IVRBOTS = f"{d.GROUP}/{d.VERSION}/{d.PLURAL}"
@@ -41,11 +43,12 @@ def ivrbot(k: Any, name: str) -> dict[str, Any]:
     return live(k, IVRBOTS)[name]
 
 
-def condition(body: dict[str, Any], ctype: str) -> dict[str, Any] | None:
+def condition(body: dict[str, Any], ctype: str) -> dict[str, Any]:
+    """The condition of that type, or {} when there is none yet."""
     for c in body.get("status", {}).get("conditions", []):
         if c.get("type") == ctype:
             return dict(c)
-    return None
+    return {}
 
 
 async def eventually(check: Callable[[], Any], what: str, attempts: int = 300) -> Any:
@@ -67,11 +70,14 @@ PODS_PATH = f"/api/v1/namespaces/{NS}/pods"
 
 
 async def _call(k: Any, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A fresh session per call: kmock's bundled client stops answering once an operator disconnects."""
     headers = {"Content-Type": "application/merge-patch+json"} if method == "patch" else {}
-    async with k.request(method, path, json=body, headers=headers) as resp:
-        data: dict[str, Any] = await resp.json(content_type=None)
-        assert resp.status < 300, f"{method} {path}: {resp.status} {data}"
-        return data
+    url = str(k.url).rstrip("/") + path
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        async with session.request(method, url, json=body, headers=headers) as resp:
+            data: dict[str, Any] = await resp.json(content_type=None)
+            assert resp.status < 300, f"{method} {path}: {resp.status} {data}"
+            return data
 
 
 async def create_bot(k: Any, body: dict[str, Any]) -> None:
