@@ -198,16 +198,22 @@ class CallManager:
         transport = OpenSIPSTransport(session, call.call_id)
         active = ActiveCall(call, session, transport, trace)
 
-        async def _speech_sent(_t: Any, _call_id: str, _seq: int) -> None:
-            trace.mark_first_packet_sent()
-
         async def _rtp_started(_t: Any, _call_id: str) -> None:
             trace.rtp_started(local_port=session.local_port, remote=session.remote)
 
         async def _media_error(_t: Any, call_id: str, error: str) -> None:
             log.warning("media error", call_id=call_id, error=error)
 
-        transport.add_event_handler("on_speech_sent", _speech_sent)
+        # The first reply packet is timed in the sender's own callback, right after sendto(), not
+        # a task hop later through the transport's event.
+        transport_hook = session.on_spurt_sent
+
+        def _spurt_sent(seq: int) -> None:
+            trace.mark_first_packet_sent()
+            if transport_hook is not None:
+                transport_hook(seq)
+
+        session.on_spurt_sent = _spurt_sent
         transport.add_event_handler("on_rtp_started", _rtp_started)
         transport.add_event_handler("on_error", _media_error)
 
@@ -373,7 +379,7 @@ class BotServer:
             await self.calls.on_ended(active.info, "shutdown")
         await self.sip.stop()
         await self.http.stop()
-        self.tracing.shutdown()
+        await asyncio.to_thread(self.tracing.shutdown)
 
 
 async def serve(config: BotConfig) -> int:
