@@ -10,12 +10,23 @@ from ivrbot_operator.ports import PortPool
 
 
 @dataclass(frozen=True)
+class Images:
+    """Images used when an IVRBot names none (chart values `images.*` set these)."""
+
+    bot: str = d.BOT_IMAGE
+    piper: str = d.PIPER_IMAGE
+    vosk: str = d.VOSK_IMAGE
+    llama: str = d.LLAMA_IMAGE
+
+
+@dataclass(frozen=True)
 class OperatorConfig:
     pool: PortPool = field(default_factory=lambda: PortPool(d.PORT_POOL_MIN, d.PORT_POOL_MAX))
     namespaces: tuple[str, ...] = ()  # empty: every namespace
     reconcile_interval: float = 10.0
     opensips_mi_url: str | None = None
     liveness_endpoint: str | None = "http://0.0.0.0:8080/healthz"
+    images: Images = field(default_factory=Images)
     reload_window: float = 90.0
     reload_retry: float = 15.0
 
@@ -39,4 +50,10 @@ class OperatorConfig:
             reconcile_interval=number("IVRBOT_OPERATOR_RECONCILE_INTERVAL", 10.0),
             opensips_mi_url=env.get("IVRBOT_OPERATOR_OPENSIPS_MI_URL") or None,
             liveness_endpoint=env.get("IVRBOT_OPERATOR_LIVENESS", "http://0.0.0.0:8080/healthz") or None,
+            images=Images(
+                bot=env.get("IVRBOT_OPERATOR_BOT_IMAGE") or d.BOT_IMAGE,
+                piper=env.get("IVRBOT_OPERATOR_PIPER_IMAGE") or d.PIPER_IMAGE,
+                vosk=env.get("IVRBOT_OPERATOR_VOSK_IMAGE") or d.VOSK_IMAGE,
+                llama=env.get("IVRBOT_OPERATOR_LLAMA_IMAGE") or d.LLAMA_IMAGE,
+            ),
         )

@@ -193,7 +193,7 @@ async def reconcile(
     key: OwnerKey = (namespace, name)
     owner = Owner(name=name, namespace=namespace, uid=str(body.meta.get("uid", "")))
     async with rt.locks.setdefault(key, asyncio.Lock()):
-        spec, problems = parse_spec(dict(body.spec), rt.config.pool)
+        spec, problems = parse_spec(dict(body.spec), rt.config.pool, rt.config.images)
         if spec is None:
             message = "; ".join(str(p) for p in problems)
             previous = [c for c in body.status.get("conditions") or [] if c.get("type") == "SpecValid"]

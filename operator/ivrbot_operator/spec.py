@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
 
+from ivrbot_operator.config import Images
 from ivrbot_operator.crd import apply_defaults, spec_schema
 from ivrbot_operator.ports import PortPool, block_size
 
@@ -145,7 +146,9 @@ def _check_dtmf(dtmf: dict[str, Any], problems: list[SpecProblem]) -> None:
             problems.append(SpecProblem(f"{where}.action", f"unknown action {action!r}"))
 
 
-def parse_spec(raw: dict[str, Any] | None, pool: PortPool) -> tuple[BotSpec | None, list[SpecProblem]]:
+def parse_spec(
+    raw: dict[str, Any] | None, pool: PortPool, images: Images | None = None,
+) -> tuple[BotSpec | None, list[SpecProblem]]:
     """Defaulted, typed spec, or None with every problem found."""
     spec = apply_defaults(spec_schema()["properties"]["spec"], dict(raw or {}))
     r = _Reader(spec)
@@ -188,12 +191,15 @@ def parse_spec(raw: dict[str, Any] | None, pool: PortPool) -> tuple[BotSpec | No
         r.problems.append(SpecProblem("spec.otlpEndpoint", f"{otlp!r} must be an http:// or https:// URL"))
     dtmf = r.mapping("assistant.dtmfMap")
     _check_dtmf(dtmf, r.problems)
-    image = r.string("image")
+    images = images or Images()
+    image = r.string("image", optional=True) or images.bot
     pull = r.string("imagePullPolicy")
     if pull not in (None, "Always", "IfNotPresent", "Never"):
         r.problems.append(SpecProblem("spec.imagePullPolicy", f"unknown policy {pull!r}"))
     log_level = r.string("logLevel")
-    stt_image, tts_image, llm_image = r.string("stt.image"), r.string("tts.image"), r.string("llm.image")
+    stt_image = r.string("stt.image", optional=True) or images.vosk
+    tts_image = r.string("tts.image", optional=True) or images.piper
+    llm_image = r.string("llm.image", optional=True) or images.llama
     voice, model = r.string("tts.voice"), r.string("llm.model")
     models_volume = r.mapping("modelsVolume") or None
     tolerations = spec.get("tolerations") or []
