@@ -116,3 +116,25 @@ def test_any_arrival_pattern_plays_each_packet_at_most_once_in_increasing_order(
     assert set(got) <= set(order)
     s = jb.stats
     assert s.received + s.duplicate + s.late == len(order[:i])
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(
+        st.one_of(
+            st.tuples(st.integers(0, 3), st.integers(0, 0xFFFF), st.integers(0, 0xFFFFFFFF), st.binary(max_size=8)),
+            st.none(),  # a playout tick
+        ),
+        max_size=200,
+    )
+)
+def test_arbitrary_streams_and_ssrc_changes_never_raise(events: list[tuple[int, int, int, bytes] | None]) -> None:
+    jb = JitterBuffer(depth=2, max_depth=6, resync_gap=50)
+    audio = 0
+    for ev in events:
+        if ev is None:
+            audio += jb.pop().kind is PlayoutKind.AUDIO
+        else:
+            jb.push(*ev)
+        assert jb.buffered <= 6
+    assert audio <= jb.stats.received
