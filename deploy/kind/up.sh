@@ -85,7 +85,7 @@ fi
 # The bot advertises the node's IP (status.hostIP) in SDP, so RTP flows between the host
 # and the kind node's address on the docker network (routable from a Linux host).
 log "Placing one call with sipp -> $TARGET"
-sipp -sf "$ROOT/deploy/kind/call.xml" -m 1 -l 1 -rtp_echo -timeout 30 -timeout_error \
+sipp -sf "$ROOT/deploy/kind/call.xml" -m 1 -l 1 -d 10000 -rtp_echo -timeout 30 -timeout_error \
   -trace_err -trace_stat "$TARGET"
 
 log "Done. Traces: kubectl -n $NS_OPERATOR port-forward svc/$RELEASE-jaeger 16686  ->  http://localhost:16686"

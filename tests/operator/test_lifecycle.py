@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from aiohttp import web
 from opsim import (
     IVRBOTS,
     bot,
@@ -189,3 +190,30 @@ async def test_exhausted_pool_says_how_many_ports_are_missing(kmock: Any, start_
         await patch_bot(kmock, "alpha", {"spec": {"replicas": 2}, "metadata": {"generation": 2}})
         await eventually(lambda: condition(ivrbot(kmock, "alpha"), "PortsAllocated")["status"] == "True",
                          "allocated after scale-down")
+
+
+async def test_dispatcher_change_triggers_opensips_ds_reload(kmock: Any, start_operator: Any) -> None:
+    """A loopback JSON-RPC endpoint stands in for OpenSIPS's mi_http; the operator must call ds_reload."""
+    calls: list[dict[str, Any]] = []
+
+    async def mi(request: web.Request) -> web.Response:
+        calls.append(await request.json())
+        return web.json_response({"jsonrpc": "2.0", "result": "OK", "id": calls[-1].get("id")})
+
+    app = web.Application()
+    app.router.add_post("/mi", mi)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        async with start_operator(opensips_mi_url=f"http://127.0.0.1:{port}/mi"):
+            await create_bot(kmock, bot("alpha", replicas=1))
+            await eventually(lambda: "alpha-0" in pods(kmock), "pod")
+            await kubelet_all_ready(kmock)
+            await eventually(lambda: ready_status(kmock, "alpha"), "ready")
+            await eventually(lambda: calls, "ds_reload called")
+            assert calls[0]["method"] == "ds_reload" and calls[0]["jsonrpc"] == "2.0"
+    finally:
+        await runner.cleanup()
