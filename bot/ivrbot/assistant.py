@@ -44,7 +44,6 @@ from ivrbot.services.vosk_stt import VoskSTTService
 from ivrbot.vad import make_vad
 
 
-
 class CallAssistant:
     """Builds and owns one call's pipeline; ``run()`` returns when the call's pipeline has ended."""
 

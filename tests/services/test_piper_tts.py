@@ -101,8 +101,8 @@ async def test_server_down_then_back(sidecar_logs: Path) -> None:
         try:
             await h.send(TTSSpeakFrame("Now I can speak."))
             assert await h.wait_for(lambda: bool(audio(h)))
-            await server.astop()
             errors = len(h.up.of(ErrorFrame))
+            await server.astop()
             # The drop is noticed and reported; the next sentence fails fast and the call goes on.
             assert await h.wait_for(lambda: len(h.up.of(ErrorFrame)) > errors)
             assert tts.is_usable

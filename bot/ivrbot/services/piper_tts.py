@@ -145,8 +145,11 @@ class PiperTTSService(WebsocketTTSService):
                 self._log.debug("piper close failed", error=str(exc))
             await self._call_event_handler("on_disconnected")
 
-    async def _report_outage(self, message: str, exc: Exception | None) -> None:
+    async def _report_outage(self, message: str, exc: Exception | None, *, every_time: bool = False) -> None:
+        """Log an outage once; ``every_time`` also reports each sentence lost to it (the caller hears why)."""
         if self._outage_reported:
+            if every_time:
+                await self.push_error(error_msg=message, exception=exc, category=ErrorCategory.CONNECTIVITY)
             return
         self._outage_reported = True
         self.outages += 1
@@ -221,7 +224,8 @@ class PiperTTSService(WebsocketTTSService):
             await self._connect()
         ws = self._websocket
         if ws is None:
-            # Down: this sentence ends without audio; the outage was reported once by _connect.
+            # Down: this sentence ends without audio, and the caller is told (apology).
+            await self._report_outage(f"piper server at {self._url} unavailable", None, every_time=True)
             yield TTSStoppedFrame(context_id=context_id)
             await self.remove_audio_context(context_id)
             return

@@ -222,6 +222,11 @@ class VoskSTTService(WebsocketSTTService):
         """Ask for the final result now instead of waiting for Kaldi's endpointing."""
         ws = self._websocket
         if ws is None or not self._connected.is_set():
+            # The caller finished an utterance nobody heard: say so (the assistant apologises).
+            await self.push_error(
+                error_msg=f"vosk-server at {self._url} unavailable: utterance lost",
+                category=ErrorCategory.CONNECTIVITY,
+            )
             return
         await self._send_buffer()
         try:
