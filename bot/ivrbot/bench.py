@@ -86,7 +86,10 @@ class CallResult:
     caller_latency_ms: float | None = None
     stages_ms: dict[str, float] = field(default_factory=dict)
     bot_total_ms: float | None = None
+    #: caller's last speech packet -> the bot's VAD stop (turn span start): stop_secs + input path
+    pre_vad_ms: float | None = None
     stages_source: str = "none"
+    speech_end_unix_ns: int = 0
     reply_audio_s: float = 0.0
     started_s: float = 0.0
 
@@ -123,7 +126,7 @@ def max_concurrency_within(levels: list[dict[str, Any]], target_ms: float = TARG
 # -- stage times from spans (or from the log) ------------------------------------------------------
 
 
-def stages_from_trace(spans: list[ReceivedSpan]) -> tuple[dict[str, float], float | None]:
+def stages_from_trace(spans: list[ReceivedSpan]) -> tuple[dict[str, float], float | None, int | None]:
     """Stage durations of the first complete turn of one call's trace, from the project's spans.
 
     Pipecat's own tracing also emits spans named ``turn``/``stt``/``llm``/``tts``; the project's are
@@ -134,14 +137,14 @@ def stages_from_trace(spans: list[ReceivedSpan]) -> tuple[dict[str, float], floa
         key=lambda s: s.start_ns,
     )
     if not turns:
-        return {}, None
+        return {}, None, None
     turn = turns[0]
     stages: dict[str, float] = {}
     for s in spans:
         if s.parent_span_id == turn.span_id and "ivrbot.stage" in s.attributes:
             stage = STAGE_OF_SPAN.get(s.name, str(s.attributes["ivrbot.stage"]))
             stages[stage] = round(s.duration_ms, 1)
-    return stages, round(turn.duration_ms, 1)
+    return stages, round(turn.duration_ms, 1), turn.start_ns
 
 
 def stages_from_log(events: list[dict[str, Any]]) -> tuple[dict[str, float], float | None]:
@@ -235,6 +238,7 @@ async def place_call(
                 await call.wait_quiet(0.8, 20.0)
             await call.play(question_pcm8k)
             t_end = call.record.speech_sent_until or time.monotonic()
+            result.speech_end_unix_ns = time.time_ns() - round((time.monotonic() - t_end) * 1e9)
             t_first = await call.wait_audible(t_end, reply_timeout)
             if t_first is None:
                 result.error = "no reply audio" if not call.ended.is_set() else "call ended without a reply"
@@ -271,11 +275,14 @@ class Bench:
             return
         try:
             trace = await asyncio.to_thread(self.receiver.trace_of, result.call_id, 15.0)
-            stages, total = stages_from_trace(trace)
+            stages, total, turn_start_ns = stages_from_trace(trace)
         except AssertionError:
-            stages, total = {}, None
+            stages, total, turn_start_ns = {}, None, None
         if stages:
             result.stages_ms, result.bot_total_ms, result.stages_source = stages, total, "spans"
+            if turn_start_ns is not None and result.speech_end_unix_ns:
+                # both wall clocks of this machine: the bot's span time and the caller's
+                result.pre_vad_ms = round((turn_start_ns - result.speech_end_unix_ns) / 1e6, 1)
             return
         if self.log_path is not None:
             stages, total = stages_from_log(read_events(self.log_path, result.call_id))
@@ -320,6 +327,7 @@ class Bench:
         ok = [r for r in results if r.ok and r.caller_latency_ms is not None]
         stages = {s: summarize([r.stages_ms[s] for r in ok if s in r.stages_ms]) for s in STAGES}
         stages["total"] = summarize([r.bot_total_ms for r in ok if r.bot_total_ms is not None])
+        stages["pre_vad"] = summarize([r.pre_vad_ms for r in ok if r.pre_vad_ms is not None])
         return {
             "concurrency": concurrency,
             "calls": len(results),
@@ -387,14 +395,15 @@ def markdown_table(doc: dict[str, Any]) -> str:
     """The latency table and the resource table, as Markdown."""
     lines = [
         "| concurrency | calls ok/all | p50 ms | p95 ms | max ms | VAD→STT p50 | STT→LLM p50 | LLM→TTS p50 "
-        "| TTS→RTP p50 | bot total p50 | load avg (1 min) | p95 ≤ 1.5 s |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|",
+        "| TTS→RTP p50 | bot total p50 | last word→VAD stop p50 | load avg (1 min) | p95 ≤ 1.5 s |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|",
     ]
     for lv in doc["levels"]:
         cl, st = lv["caller_latency_ms"], lv["stages_ms"]
         lines.append(
             f"| {lv['concurrency']} | {lv['ok']}/{lv['calls']} | {_fmt(cl['p50'])} | {_fmt(cl['p95'])} "
-            f"| {_fmt(cl['max'])} | " + " | ".join(_fmt(st[s]["p50"]) for s in (*STAGES, "total"))
+            f"| {_fmt(cl['max'])} | "
+            + " | ".join(_fmt(st.get(s, {}).get("p50")) for s in (*STAGES, "total", "pre_vad"))
             + f" | {lv['loadavg_start'][0]:.2f}→{lv['loadavg_end'][0]:.2f} | {'yes' if lv['holds_target'] else 'no'} |"
         )
     best = doc["max_concurrency_within_target"]
@@ -435,19 +444,20 @@ def write_chart(doc: dict[str, Any], path: Path) -> None:
     ax1.grid(alpha=0.3)
     labels = [str(x) for x in xs]
     bottom = np.zeros(len(levels))
-    names = {"vad_to_stt": "VAD→STT", "stt_to_llm": "STT→LLM", "llm_to_tts": "LLM→TTS", "tts_to_rtp": "TTS→RTP"}
-    for stage in STAGES:
-        vals = np.array([lv["stages_ms"][stage]["p50"] or 0.0 for lv in levels])
-        ax2.bar(labels, vals, bottom=bottom, label=names[stage])
+    names = {
+        "pre_vad": "last word → VAD stop (stop_secs + input)",
+        "vad_to_stt": "VAD→STT", "stt_to_llm": "STT→LLM", "llm_to_tts": "LLM→TTS", "tts_to_rtp": "TTS→RTP",
+    }
+    for stage, color in zip(("pre_vad", *STAGES), ("lightgray", "C0", "C1", "C2", "C3"), strict=True):
+        vals = np.array([lv["stages_ms"].get(stage, {}).get("p50") or 0.0 for lv in levels])
+        ax2.bar(labels, vals, bottom=bottom, label=names[stage], color=color)
         bottom += vals
-    rest = np.array([
-        max(0.0, (lv["caller_latency_ms"]["p50"] or 0.0) - (lv["stages_ms"]["total"]["p50"] or 0.0)) for lv in levels
-    ])
-    ax2.bar(labels, rest, bottom=bottom, label="before VAD stop + network (caller p50 - bot p50)", color="lightgray")
+    caller = [lv["caller_latency_ms"]["p50"] for lv in levels]
+    ax2.plot(labels, [np.nan if c is None else c for c in caller], "kD", label="caller-side p50")
     ax2.axhline(TARGET_P95_MS, color="red", linestyle=":")
     ax2.set_xlabel("concurrent calls")
-    ax2.set_ylabel("ms (medians)")
-    ax2.set_title("Where the time goes (bot's spans)")
+    ax2.set_ylabel("ms (medians; stages from the bot's spans)")
+    ax2.set_title("Where the time goes")
     ax2.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax2.grid(axis="y", alpha=0.3)
     fig.suptitle(f"ivrbot bench, {doc['started_at']}, load avg {doc['machine']['loadavg_start'][0]:.1f}")

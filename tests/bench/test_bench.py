@@ -88,7 +88,7 @@ def test_bench_runs_real_calls_and_writes_its_files(tmp_path: Path) -> None:
         assert level["caller_latency_ms"][key] > 0
     # stage times come from the bot's OTLP spans, received by the benchmark itself
     assert level["stage_sources"] == ["spans"]
-    for stage in (*STAGES, "total"):
+    for stage in (*STAGES, "total", "pre_vad"):
         assert level["stages_ms"][stage]["n"] >= 1
     assert set(level["resources"]) == {"bot", "vosk", "piper", "llama"}
     for r in level["resources"].values():
