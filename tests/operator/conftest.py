@@ -64,8 +64,8 @@ def start_operator(kmock: Any) -> Callable[..., contextlib.AbstractAsyncContextM
 
     @contextlib.asynccontextmanager
     async def starter(pool: PortPool = TEST_POOL, **extra: Any) -> AsyncIterator[OperatorHandle]:
-        config = OperatorConfig(pool=pool, namespaces=(NS,), reconcile_interval=0.2,
-                                liveness_endpoint=None, **extra)
+        settings: dict[str, Any] = {"reconcile_interval": 0.2, "liveness_endpoint": None, **extra}
+        config = OperatorConfig(pool=pool, namespaces=(NS,), **settings)
         client = kubernetes.client.ApiClient(kubernetes.client.Configuration(host=url))
         registry = kopf.OperatorRegistry()
 

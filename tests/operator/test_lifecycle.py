@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 from opsim import (
     IVRBOTS,
@@ -217,3 +219,22 @@ async def test_dispatcher_change_triggers_opensips_ds_reload(kmock: Any, start_o
             assert calls[0]["method"] == "ds_reload" and calls[0]["jsonrpc"] == "2.0"
     finally:
         await runner.cleanup()
+
+
+async def test_liveness_endpoint_answers_with_free_ports(kmock: Any, start_operator: Any) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    async with start_operator(liveness_endpoint=f"http://127.0.0.1:{port}/healthz"):
+        await create_bot(kmock, bot("alpha", replicas=1))
+        await eventually(lambda: "alpha-0" in pods(kmock), "pod")
+
+        async def probe() -> dict[str, Any]:
+            async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/healthz") as resp:
+                assert resp.status == 200
+                data: dict[str, Any] = await resp.json()
+                return data
+
+        health = await probe()
+        # kopf caches probe results briefly; the allocator's count is there either way.
+        assert health["ports_free"] in (200, 200 - 22)
