@@ -31,7 +31,13 @@ DTMF_MAP = {"1": {"action": "transfer", "target": TRANSFER_TARGET}, "9": {"actio
 
 @pytest_asyncio.fixture(scope="module", loop_scope="package")
 async def bot(make_bot: BotFactory) -> LocalBot:
-    return await make_bot(IVRBOT_GREETING="", IVRBOT_DTMF_MAP=json.dumps(DTMF_MAP), IVRBOT_MAX_TOKENS="40")
+    # no silence hang-up during a test: the silent caller of the two-call test must stay on the line
+    return await make_bot(
+        IVRBOT_GREETING="",
+        IVRBOT_DTMF_MAP=json.dumps(DTMF_MAP),
+        IVRBOT_MAX_TOKENS="40",
+        IVRBOT_SILENCE_TIMEOUT_SECS="600",
+    )
 
 
 async def test_spoken_question_is_transcribed_answered_and_heard(bot: LocalBot) -> None:

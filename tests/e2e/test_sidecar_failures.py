@@ -30,7 +30,7 @@ pytestmark = [
 
 @pytest_asyncio.fixture(scope="module", loop_scope="package")
 async def bot(make_bot: BotFactory) -> LocalBot:
-    return await make_bot(IVRBOT_GREETING="", IVRBOT_MAX_TOKENS="40")
+    return await make_bot(IVRBOT_GREETING="", IVRBOT_MAX_TOKENS="40", IVRBOT_SILENCE_TIMEOUT_SECS="600")
 
 
 def _sidecar(stack: Stack, name: str) -> ManagedProcess:
