@@ -58,9 +58,13 @@ docker exec "$NODE" mkdir -p "$MODEL_DIR_ON_NODE"
 docker cp "$MODEL_GGUF" "$NODE:$MODEL_DIR_ON_NODE/$MODEL_NAME"
 
 log "Installing the operator chart (CRD, RBAC, operator, Jaeger)"
+HELM_SET=(--set image.tag="$TAG" --set jaeger.enabled=true)
+if [[ -n "${WITH_OPENSIPS:-}" ]]; then
+  # The operator asks OpenSIPS (manifests/opensips.yaml, Service "opensips") to ds_reload on changes.
+  HELM_SET+=(--set opensips.miUrl="http://opensips.$NS_BOTS.svc:8888/mi")
+fi
 helm upgrade --install "$RELEASE" "$ROOT/charts/ivrbot-operator" \
-  --namespace "$NS_OPERATOR" --create-namespace \
-  --set image.tag="$TAG" --set jaeger.enabled=true \
+  --namespace "$NS_OPERATOR" --create-namespace "${HELM_SET[@]}" \
   --wait --timeout 5m
 kubectl wait --for=condition=Established crd/ivrbots.ivrbot.dev --timeout=60s
 
