@@ -143,6 +143,7 @@ class OpenSIPSOutputTransport(BaseOutputTransport):
     async def cleanup(self) -> None:
         await super().cleanup()  # type: ignore[no-untyped-call]
         await self._session.stop()
+        await self._owner.cleanup()
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
@@ -212,6 +213,15 @@ class OpenSIPSTransport(BaseTransport):
     async def report_error(self, error: str) -> None:
         self._log.warning("transport.error", error=error)
         await self._call_event_handler("on_error", self.call_id, error)
+
+    async def cleanup(self) -> None:
+        """Cancel event dispatches still pending from session hooks, then wait for running handlers."""
+        pending, self._pending = set(self._pending), set()
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+        await super().cleanup()  # type: ignore[no-untyped-call]
 
     def _fire(self, coro: Any) -> None:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
