@@ -97,3 +97,13 @@ async def test_reconnects_after_the_server_dies(sidecar_logs: Path) -> None:
             assert await h.wait_for(lambda: bool(finals(h)))
     finally:
         server.stop()
+
+
+async def test_graceful_end_sends_eof_without_reporting_an_outage(vosk: SidecarProcess) -> None:
+    stt = VoskSTTService(url=f"ws://127.0.0.1:{vosk.port}")
+    async with Harness(stt) as h:
+        assert await stt.wait_connected(30)
+        await h.send(*audio_frames(silence(0.2)))
+        await h.worker.stop_when_done()
+        assert await h.wait_for(lambda: h.worker.has_finished())
+        assert h.up.of(ErrorFrame) == [] and stt.outages == 0

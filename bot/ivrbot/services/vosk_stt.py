@@ -107,6 +107,8 @@ class VoskSTTService(WebsocketSTTService):
         await self._connect()
 
     async def stop(self, frame: EndFrame) -> None:
+        # The server closes the session after answering eof: that close is not an outage.
+        self._disconnecting = True
         await self._send_eof()
         await super().stop(frame)
 
