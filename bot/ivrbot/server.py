@@ -101,6 +101,8 @@ class CallManager:
         self.ports = PortPool(config.rtp_port_min, config.rtp_port_max, host=config.sip_host)
         self.advertised = config.advertised_address or default_advertised_address()
         self.calls: dict[str, ActiveCall] = {}
+        #: INVITEs admitted whose media and pipeline are still being set up (not yet in `calls`)
+        self._setting_up = 0
         self.sip: SipServer | None = None
         self.idle = asyncio.Event()
         self.idle.set()
@@ -108,7 +110,8 @@ class CallManager:
     # -- SIP application ------------------------------------------------------------------------
     async def on_invite(self, call: CallInfo, offer: SdpOffer) -> Accept | Reject:
         clog = log.bind(call_id=call.call_id)
-        if len(self.calls) >= self.config.max_calls:
+        # Calls still being set up count too: INVITEs arrive concurrently and set-up awaits.
+        if len(self.calls) + self._setting_up >= self.config.max_calls:
             self.metrics.call_rejected("capacity")
             clog.warning("call refused: at capacity", max_calls=self.config.max_calls)
             return Reject(486, "Busy Here", retry_after=BUSY_RETRY_AFTER)
@@ -118,6 +121,7 @@ class CallManager:
             self.metrics.call_rejected("no_rtp_ports")
             clog.warning("call refused: no RTP ports", error=str(exc))
             return Reject(503, "Out Of Media Ports", retry_after=BUSY_RETRY_AFTER)
+        self._setting_up += 1
         try:
             active = await self._start_call(call, offer, lease)
         except Exception as exc:
@@ -125,6 +129,8 @@ class CallManager:
             self.metrics.call_rejected("internal_error")
             clog.exception("call set-up failed", error=str(exc))
             return Reject(500, "Server Internal Error", retry_after=BUSY_RETRY_AFTER)
+        finally:
+            self._setting_up -= 1
         answer = self._answer(active, offer)
         self.metrics.call_answered()
         active.trace.answered()
@@ -194,6 +200,7 @@ class CallManager:
             audio_payload_type=m.audio_pt,
             dtmf_payload_type=m.dtmf_pt,
             direction=MediaDirection(m.direction),
+            ptime_ms=m.ptime,
         )
         transport = OpenSIPSTransport(session, call.call_id)
         active = ActiveCall(call, session, transport, trace)
