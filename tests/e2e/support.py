@@ -104,26 +104,6 @@ async def wait_text(bot: LocalBot, call_id: str, name: str, timeout: float) -> l
     return texts(bot, call_id, name)
 
 
-def audible_runs(record: CallRecord, since: float) -> list[tuple[float, float]]:
-    """(start, end) arrival times of the stretches of audible bot audio after `since`."""
-    runs: list[tuple[float, float]] = []
-    start: float | None = None
-    last = since
-    for p in record.heard:
-        if p.arrival < since or p.payload_type != 0:
-            continue
-        if p.level >= AUDIBLE_LEVEL:
-            if start is None:
-                start = p.arrival
-            last = p.arrival
-        elif start is not None and p.arrival - last > 0.0:
-            runs.append((start, last))
-            start = None
-    if start is not None:
-        runs.append((start, last))
-    return runs
-
-
 def first_quiet_after(record: CallRecord, since: float, quiet_secs: float) -> float | None:
     """When the bot's audio stopped for at least `quiet_secs` after `since` (heard as silent packets)."""
     quiet_from: float | None = None
