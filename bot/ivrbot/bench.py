@@ -435,6 +435,11 @@ def write_chart(doc: dict[str, Any], path: Path) -> None:
         ys = [lv["caller_latency_ms"][key] for lv in levels]
         ax1.plot(xs, [np.nan if y is None else y for y in ys], style, label=key)
     ax1.axhline(TARGET_P95_MS, color="red", linestyle=":", label="1.5 s budget")
+    for lv in levels:  # percentiles are over answered calls only: say how many were
+        if lv["failed"]:
+            y = lv["caller_latency_ms"]["max"] or TARGET_P95_MS
+            ax1.annotate(f"{lv['ok']}/{lv['calls']} answered", (lv["concurrency"], y), textcoords="offset points",
+                         xytext=(0, 8), ha="center", fontsize=8, color="darkred")
     ax1.set_xscale("log", base=2)
     ax1.set_xticks(xs, [str(x) for x in xs])
     ax1.set_xlabel("concurrent calls")
