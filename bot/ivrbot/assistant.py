@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from pipecat.clocks.base_clock import BaseClock
 from pipecat.frames.frames import ErrorFrame, LLMRunFrame, TTSSpeakFrame
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
@@ -59,6 +60,7 @@ class CallAssistant:
         apology_every_secs: float = 5.0,
         enable_tracing: bool = False,
         observers: list[Any] | None = None,
+        clock: BaseClock | None = None,
     ) -> None:
         self.settings = settings
         self.call_id = call_id
@@ -78,9 +80,7 @@ class CallAssistant:
         # The system prompt travels as the LLM service's system_instruction (Pipecat 1.9+), first and
         # byte-identical in every request; the context holds only the conversation.
         self.context = LLMContext()
-        self.stt = VoskSTTService(
-            url=settings.vosk_url, sample_rate=settings.audio_in_sample_rate, call_id=call_id
-        )
+        self.stt = VoskSTTService(url=settings.vosk_url, sample_rate=settings.audio_in_sample_rate, call_id=call_id)
         self.llm = LlamaLLMService(
             base_url=settings.llama_url,
             system_prompt=settings.system_prompt,
@@ -131,6 +131,7 @@ class CallAssistant:
             idle_timeout_secs=silence if silence > 0 else None,
             cancel_on_idle_timeout=False,
             observers=observers or [],
+            clock=clock,
         )
         self._wire(greet_on_start)
 

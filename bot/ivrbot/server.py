@@ -38,6 +38,7 @@ from ivrbot.services.llama_llm import LlamaLLMService
 from ivrbot.sip.events import Accept, CallInfo, Reject
 from ivrbot.sip.server import SipServer
 from ivrbot.telemetry.calls import CallTrace
+from ivrbot.telemetry.clock import BotClock
 from ivrbot.telemetry.observer import CallTraceObserver
 from ivrbot.telemetry.setup import Tracing, configure_tracing
 from ivrbot.transport import OpenSIPSTransport
@@ -226,7 +227,8 @@ class CallManager:
 
         await session.start()
         self.metrics.watch_rtp_session(call.call_id, lambda: session.counters)
-        observer = CallTraceObserver(trace)
+        clock = BotClock()  # frame timestamps on time.monotonic(), so stages are timed at the push
+        observer = CallTraceObserver(trace, clock)
         assert self.sip is not None
         if self.config.echo:
             worker = build_echo_worker(transport)
