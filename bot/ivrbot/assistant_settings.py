@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 DEFAULT_SYSTEM_PROMPT = (
-    "You are a helpful voice assistant answering a phone call. "
-    "Reply in one or two short, plain sentences. "
+    "You are a helpful voice assistant answering a phone call. Always answer in English. "
+    "Start with a short sentence, and reply in one or two short, plain sentences. "
     "Do not use lists, markdown, emojis or abbreviations: everything you write is spoken aloud."
 )
 
@@ -73,7 +73,8 @@ class AssistantSettings:
     llm_model: str = "local"
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     greeting: str = ""
-    max_tokens: int = 120
+    #: a spoken reply of two short sentences; a cap keeps a rambling model off the line
+    max_tokens: int = 60
     temperature: float = 0.3
     vad: VadSettings = field(default_factory=VadSettings)
     #: seconds after the VAD's stop before the user turn ends (on top of vad.stop_secs)

@@ -41,7 +41,7 @@ class BotConfig:
     llama_url: str = "http://127.0.0.1:8080/v1"
     system_prompt: str = ""
     greeting: str = ""
-    max_tokens: int = 120
+    max_tokens: int = AssistantSettings.max_tokens
     vad_confidence: float = VadSettings.confidence
     vad_start_secs: float = VadSettings.start_secs
     vad_stop_secs: float = VadSettings.stop_secs

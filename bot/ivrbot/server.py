@@ -335,9 +335,11 @@ class BotServer:
             drain=self.drain,
         )
         self._drain_lock = asyncio.Lock()
+        self._warm = asyncio.Event()
+        self._warm_task: asyncio.Task[None] | None = None
 
     async def readiness(self) -> dict[str, bool]:
-        checks = {"not_draining": not self.sip.draining}
+        checks = {"not_draining": not self.sip.draining, "warmed_up": self._warm.is_set()}
         if not self.config.echo:
             s = self.config
             vosk, piper, llama = await asyncio.gather(
@@ -357,19 +359,26 @@ class BotServer:
             rtp=f"{self.config.rtp_port_min}-{self.config.rtp_port_max}",
             mode="echo" if self.config.echo else "assistant",
         )
-        if not self.config.echo:
-            await self.warm_up()
+        if self.config.echo:
+            self._warm.set()
+        else:
+            self._warm_task = asyncio.create_task(self.warm_up(), name="llm-warm-up")
 
     async def warm_up(self) -> None:
+        """Cache the calls' fixed prompt prefix; the bot is not ready until it is (or gave up)."""
         s = self.calls.settings
         llm = LlamaLLMService(
             base_url=s.llama_url, system_prompt=s.system_prompt, model=s.llm_model, max_tokens=s.max_tokens
         )
-        try:
-            seconds = await llm.warm_up()
-            log.info("llm warmed up", seconds=round(seconds, 3))
-        except Exception as exc:  # the sidecar may still be loading; the first call retries
-            log.warning("llm warm-up failed", error=str(exc))
+        for attempt in range(30):  # the sidecar may still be loading its model
+            try:
+                await llm.warm_up(greeting=s.greeting)
+                break
+            except Exception as exc:
+                if attempt == 0:
+                    log.warning("llm warm-up failed; retrying", error=str(exc))
+                await asyncio.sleep(2.0)
+        self._warm.set()
 
     async def drain(self) -> None:
         """Stop taking calls; wait for live calls to end, up to the grace period; then end the rest."""
@@ -383,6 +392,10 @@ class BotServer:
                 await self.calls.hangup_all()
 
     async def stop(self) -> None:
+        if self._warm_task is not None:
+            self._warm_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._warm_task
         await self.calls.hangup_all()
         for active in list(self.calls.calls.values()):
             await self.calls.on_ended(active.info, "shutdown")

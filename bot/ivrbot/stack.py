@@ -13,17 +13,13 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ivrbot.assistant_settings import DEFAULT_SYSTEM_PROMPT
 from ivrbot.logs import get_logger
 from ivrbot.sidecars.llama import LlamaServer, LlamaServerConfig
 from ivrbot.sidecars.process import ManagedProcess, SidecarError, tcp_ready
 
 log = get_logger(__name__)
 
-DEFAULT_SYSTEM_PROMPT = (
-    "You are the voice assistant of a company's phone line. Answer the caller in one or two short, "
-    "plain sentences that sound natural when spoken. Do not use lists, markdown or emojis. "
-    "If you do not know, say so and offer to transfer the caller to a person."
-)
 
 
 @dataclass

@@ -74,15 +74,20 @@ class LlamaLLMService(OpenAILLMService):
         self.last_cached_tokens = getattr(details, "cached_tokens", None)
         return super()._token_usage(usage)
 
-    async def warm_up(self) -> float:
-        """Evaluate the system prompt once so the first caller hits a cached prefix; returns seconds."""
+    async def warm_up(self, greeting: str = "") -> float:
+        """Evaluate the call's fixed prefix once so the first caller hits the cache; returns seconds.
+
+        The prefix is the system prompt and, when the call opens with one, the greeting (it sits in
+        the context as the assistant's first message), exactly as the first turn will send them.
+        """
         t0 = time.perf_counter()
+        messages: list[dict[str, str]] = [{"role": "system", "content": self._system_prompt}]
+        if greeting:
+            messages.append({"role": "assistant", "content": greeting})
+        messages.append({"role": "user", "content": "Hello."})
         await self._client.chat.completions.create(
             model=self._model,
-            messages=[
-                {"role": "system", "content": self._system_prompt},
-                {"role": "user", "content": "Hello."},
-            ],
+            messages=messages,
             max_tokens=1,
             stream=False,
             extra_body={"cache_prompt": True},

@@ -38,6 +38,7 @@ from pipecat.utils.tracing.service_decorators import traced_tts
 from websockets.protocol import State
 
 from ivrbot.logs import get_logger
+from ivrbot.services.first_clause import FirstClauseAggregator
 
 
 #: 20 ms of 16-bit mono audio at the given rate
@@ -67,6 +68,11 @@ class PiperTTSService(WebsocketTTSService):
             max_consecutive_zero_audio_contexts=0,
             reconnect_on_error=False,
             **kwargs,
+        )
+        # Replace Pipecat's sentence aggregator (1.14 has no parameter for it) so the first words of a
+        # reply are spoken without waiting for the end of the first sentence.
+        self._text_aggregator = FirstClauseAggregator(
+            aggregation_type=self._text_aggregation_mode, language=self._text_aggregator.language
         )
         self._url = url
         self._connect_timeout = connect_timeout
