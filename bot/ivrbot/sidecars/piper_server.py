@@ -27,7 +27,6 @@ import asyncio
 import json
 import os
 import re
-import signal
 import sys
 import time
 from collections.abc import Awaitable, Iterator
@@ -41,6 +40,7 @@ from websockets.asyncio.server import Server, ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from ivrbot.logs import get_logger
+from ivrbot.sidecars.entry import run_until_signal
 from ivrbot.sidecars.process import SidecarError
 
 log = get_logger(__name__)
@@ -395,17 +395,6 @@ def load_voice(path: Path, threads: int | None = None) -> Any:
         raise SidecarError(f"piper-server: cannot load voice {path}: {exc}") from exc
 
 
-async def serve(host: str, port: int, voice_path: Path | str, *, stop: asyncio.Event | None = None,
-                **kwargs: Any) -> None:
-    """Run a PiperServer until ``stop`` is set (or the task is cancelled)."""
-    server = PiperServer(voice_path, host, port, **kwargs)
-    try:
-        await server.start()
-        await (stop or asyncio.Event()).wait()
-    finally:
-        await server.stop()
-
-
 def main(argv: list[str] | None = None) -> int:
     """``ivrbot piper-server``: flags override PIPER_HOST/PIPER_PORT and PIPER_VOICE."""
     from ivrbot.logs import configure_logging
@@ -421,25 +410,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads per synthesis (default: 2)")
     a = p.parse_args(argv)
     configure_logging()
-    try:
-        voice = a.voice or piper_voice_path()
-        asyncio.run(_run_until_signal(voice, a))
-    except SidecarError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    return 0
-
-
-async def _run_until_signal(voice: Path, a: argparse.Namespace) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await serve(a.host, a.port, voice, stop=stop, frame_ms=a.frame_ms, workers=a.workers,
-                threads=a.threads)
-    log.info("piper-server stopped")
+    return run_until_signal(
+        "piper-server",
+        lambda: PiperServer(
+            a.voice or piper_voice_path(), a.host, a.port, frame_ms=a.frame_ms, workers=a.workers, threads=a.threads
+        ),
+    )
 
 
 if __name__ == "__main__":

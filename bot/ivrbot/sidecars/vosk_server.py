@@ -25,7 +25,6 @@ import asyncio
 import json
 import math
 import os
-import signal
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -38,6 +37,7 @@ from websockets.asyncio.server import Server, ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from ivrbot.logs import get_logger
+from ivrbot.sidecars.entry import run_until_signal
 from ivrbot.sidecars.process import SidecarError
 
 log = get_logger(__name__)
@@ -299,18 +299,6 @@ class VoskServer:
             slog.debug("session closed")
 
 
-async def serve(
-    host: str, port: int, model_path: Path | str, *, stop: asyncio.Event | None = None, **kwargs: Any
-) -> None:
-    """Run a VoskServer until ``stop`` is set (or the task is cancelled)."""
-    server = VoskServer(model_path, host, port, **kwargs)
-    await server.start()
-    try:
-        await (stop or asyncio.Event()).wait()
-    finally:
-        await server.stop()
-
-
 def main(argv: list[str] | None = None) -> int:
     """``ivrbot vosk-server``: flags override VOSK_SERVER_INTERFACE/PORT, VOSK_MODEL_PATH, VOSK_SAMPLE_RATE."""
     from ivrbot.logs import configure_logging
@@ -325,24 +313,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=None, help="decoding threads (default: CPU count)")
     a = p.parse_args(argv)
     configure_logging()
-    try:
-        model = a.model or vosk_model_path()
-        asyncio.run(_run_until_signal(model, a))
-    except SidecarError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    return 0
-
-
-async def _run_until_signal(model: Path, a: argparse.Namespace) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await serve(a.host, a.port, model, stop=stop, sample_rate=a.sample_rate, workers=a.workers)
-    log.info("vosk-server stopped")
+    return run_until_signal(
+        "vosk-server",
+        lambda: VoskServer(
+            a.model or vosk_model_path(), a.host, a.port, sample_rate=a.sample_rate, workers=a.workers
+        ),
+    )
 
 
 if __name__ == "__main__":
