@@ -123,16 +123,24 @@ class CallManager:
             clog.warning("call refused: no RTP ports", error=str(exc))
             return Reject(503, "Out Of Media Ports", retry_after=BUSY_RETRY_AFTER)
         self._setting_up += 1
+        active: ActiveCall | None = None
         try:
             active = await self._start_call(call, offer, lease)
+            answer = self._answer(active, offer)
         except Exception as exc:
+            # Nothing of a call that could not be answered may outlive the refusal.
+            if active is not None:
+                self.calls.pop(call.call_id, None)
+                await self._stop_call(active)
+                active.trace.end("setup_failed")
+                if not self.calls:
+                    self.idle.set()
             lease.release()
             self.metrics.call_rejected("internal_error")
             clog.exception("call set-up failed", error=str(exc))
             return Reject(500, "Server Internal Error", retry_after=BUSY_RETRY_AFTER)
         finally:
             self._setting_up -= 1
-        answer = self._answer(active, offer)
         self.metrics.call_answered()
         active.trace.answered()
         clog.info("call answered", remote=call.remote_addr, rtp_port=lease.rtp_port, calls=len(self.calls))
@@ -226,6 +234,16 @@ class CallManager:
         transport.add_event_handler("on_error", _media_error)
 
         await session.start()
+        try:
+            return await self._start_pipeline(call, active, trace)
+        except Exception:
+            self.metrics.retire_rtp_session(call.call_id)
+            await session.stop()  # closes the sockets and returns the ports
+            trace.end("setup_failed")
+            raise
+
+    async def _start_pipeline(self, call: CallInfo, active: ActiveCall, trace: CallTrace) -> ActiveCall:
+        session, transport = active.session, active.transport
         self.metrics.watch_rtp_session(call.call_id, lambda: session.counters)
         clock = BotClock()  # frame timestamps on time.monotonic(), so stages are timed at the push
         observer = CallTraceObserver(trace, clock)
@@ -243,6 +261,7 @@ class CallManager:
                 apology=self.apology,
                 enable_tracing=self.tracing.enabled,
                 observers=[observer],
+                clock=clock,
             )
             active.assistant = assistant
             active.stop_worker = assistant.worker.cancel
