@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 from dataclasses import dataclass, field
@@ -21,7 +22,6 @@ from ivrbot.sidecars.process import ManagedProcess, SidecarError, tcp_ready
 log = get_logger(__name__)
 
 
-
 @dataclass
 class StackConfig:
     host: str = "127.0.0.1"
@@ -32,6 +32,8 @@ class StackConfig:
     piper_voice: Path | None = None
     llama_model: Path | None = None
     llama_parallel: int = 4
+    #: extra llama-server arguments (e.g. thread counts); LLAMA_SERVER_ARGS adds to them
+    llama_args: list[str] = field(default_factory=lambda: os.environ.get("LLAMA_SERVER_ARGS", "").split())
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     extra_env: dict[str, str] = field(default_factory=dict)
 
@@ -62,20 +64,50 @@ class Stack:
         py = sys.executable
         self.vosk = ManagedProcess(
             "vosk-server",
-            [py, "-m", "ivrbot", "vosk-server", "--host", c.host, "--port", str(c.vosk_port),
-             "--model", str(vosk_model)],
+            [
+                py,
+                "-m",
+                "ivrbot",
+                "vosk-server",
+                "--host",
+                c.host,
+                "--port",
+                str(c.vosk_port),
+                "--model",
+                str(vosk_model),
+            ],
             lambda: tcp_ready(c.host, c.vosk_port),
-            env=c.extra_env, host=c.host, port=c.vosk_port,
+            env=c.extra_env,
+            host=c.host,
+            port=c.vosk_port,
         )
         self.piper = ManagedProcess(
             "piper-server",
-            [py, "-m", "ivrbot", "piper-server", "--host", c.host, "--port", str(c.piper_port),
-             "--voice", str(piper_voice)],
+            [
+                py,
+                "-m",
+                "ivrbot",
+                "piper-server",
+                "--host",
+                c.host,
+                "--port",
+                str(c.piper_port),
+                "--voice",
+                str(piper_voice),
+            ],
             lambda: tcp_ready(c.host, c.piper_port),
-            env=c.extra_env, host=c.host, port=c.piper_port,
+            env=c.extra_env,
+            host=c.host,
+            port=c.piper_port,
         )
         self.llama = LlamaServer(
-            LlamaServerConfig(model=llama_model, host=c.host, port=c.llama_port, parallel=c.llama_parallel)
+            LlamaServerConfig(
+                model=llama_model,
+                host=c.host,
+                port=c.llama_port,
+                parallel=c.llama_parallel,
+                extra_args=list(c.llama_args),
+            )
         )
 
     @property
