@@ -37,6 +37,7 @@ from ivrbot.sdp import SdpOffer, build_answer
 from ivrbot.services.llama_llm import LlamaLLMService
 from ivrbot.sip.events import Accept, CallInfo, Reject
 from ivrbot.sip.server import SipServer
+from ivrbot.telemetry.budget import LatencyBudget
 from ivrbot.telemetry.calls import CallTrace
 from ivrbot.telemetry.clock import BotClock
 from ivrbot.telemetry.observer import CallTraceObserver
@@ -99,6 +100,7 @@ class CallManager:
         self.metrics = metrics
         self.tracing = tracing
         self.apology = apology
+        self.budget = LatencyBudget.from_env()
         self.ports = PortPool(config.rtp_port_min, config.rtp_port_max, host=config.sip_host)
         self.advertised = config.advertised_address or default_advertised_address()
         self.calls: dict[str, ActiveCall] = {}
@@ -201,6 +203,7 @@ class CallManager:
             to_uri=call.to_uri,
             remote=call.remote_addr,
             metrics=self.metrics,
+            budget=self.budget,
         )
         session = RtpSession(
             lease,
@@ -368,8 +371,16 @@ class BotServer:
         return checks
 
     async def start(self) -> None:
-        await self.http.start()
-        await self.sip.start()
+        c = self.config
+        try:
+            await self.http.start()
+        except OSError as exc:
+            raise OSError(f"HTTP port {c.http_host}:{c.http_port}: {exc.strerror or exc}") from exc
+        try:
+            await self.sip.start()
+        except OSError as exc:
+            await self.http.stop()
+            raise OSError(f"SIP port udp {c.sip_host}:{c.sip_port}: {exc.strerror or exc}") from exc
         log.info(
             "bot listening",
             sip=f"{self.config.sip_host}:{self.sip.port}",
@@ -454,7 +465,8 @@ def main(argv: list[str]) -> int:
             from dataclasses import replace
 
             config = replace(config, echo=True)
-    except ConfigError as exc:
+        LatencyBudget.from_env()  # IVRBOT_BUDGET_*_MS: refuse a bad value now, not at the first call
+    except (ConfigError, ValueError) as exc:
         print(f"ivrbot serve: configuration error: {exc}", file=sys.stderr)
         return 2
     try:
