@@ -125,9 +125,10 @@ class LocalBot:
         )
         try:
             await self.bot.start()
-        except SidecarError:
+        except SidecarError as exc:
             await self.stop()
-            raise
+            tail = self.config.log_path.read_text(errors="replace").strip().splitlines()[-3:]
+            raise SidecarError(f"{exc} {' | '.join(tail)}".strip()) from exc
 
     async def stop(self) -> None:
         if self.bot is not None:
