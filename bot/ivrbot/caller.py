@@ -9,6 +9,7 @@ hears is kept with arrival times so latency is measured where the caller is.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import random
 import time
@@ -54,15 +55,20 @@ class CallRecord:
     refer_to: str | None = None
     requests_from_bot: list[str] = field(default_factory=list)
     speech_sent_until: float | None = None
+    #: arrival times of the audible packets, in order (the wait loops poll it: no rescans of `heard`)
+    audible: list[float] = field(default_factory=list)
+
+    def add(self, packet: HeardPacket) -> None:
+        self.heard.append(packet)
+        if packet.level >= AUDIBLE_LEVEL:
+            self.audible.append(packet.arrival)
 
     def first_audible_after(self, t: float) -> float | None:
-        for p in self.heard:
-            if p.arrival >= t and p.level >= AUDIBLE_LEVEL:
-                return p.arrival
-        return None
+        i = bisect.bisect_left(self.audible, t)
+        return self.audible[i] if i < len(self.audible) else None
 
     def audible_seconds(self, since: float = 0.0) -> float:
-        return sum(0.02 for p in self.heard if p.arrival >= since and p.level >= AUDIBLE_LEVEL)
+        return 0.02 * (len(self.audible) - bisect.bisect_left(self.audible, since))
 
 
 class _Udp(asyncio.DatagramProtocol):
@@ -136,7 +142,12 @@ class SipCaller:
         self._rtp_port = rt.get_extra_info("sockname")[1]
         self._tasks.append(asyncio.create_task(self._sip_loop(), name="caller-sip"))
         self._tasks.append(asyncio.create_task(self._rtp_rx_loop(), name="caller-rtp-rx"))
-        await self._invite()
+        try:
+            await self._invite()
+        except BaseException:
+            self.ended.set()  # refused or unanswered: nothing to hang up, but sockets and tasks to free
+            await self.stop()
+            raise
         self._tasks.append(asyncio.create_task(self._rtp_tx_loop(), name="caller-rtp-tx"))
 
     async def stop(self) -> None:
@@ -182,10 +193,12 @@ class SipCaller:
     async def wait_quiet(self, seconds: float, timeout: float) -> bool:
         """Wait until the bot has been silent for `seconds` (e.g. after its greeting)."""
         deadline = time.monotonic() + timeout
+        rec = self.record
         while time.monotonic() < deadline:
             now = time.monotonic()
-            recent = [p for p in self.record.heard if p.arrival >= now - seconds]
-            if recent and all(p.level < AUDIBLE_LEVEL for p in recent) and now - self._answered_at >= seconds:
+            last_loud = rec.audible[-1] if rec.audible else self._answered_at
+            flowing = bool(rec.heard) and rec.heard[-1].arrival >= now - seconds
+            if flowing and now - max(last_loud, self._answered_at) >= seconds:
                 return True
             await asyncio.sleep(0.05)
         return False
@@ -435,4 +448,4 @@ class SipCaller:
                 pcm = ulaw_to_pcm(pkt.payload)
                 level = float(np.abs(np.frombuffer(pcm, dtype=np.int16)).mean()) if pcm else 0.0
                 self.record.pcm += pcm
-            self.record.heard.append(HeardPacket(now, pkt.sequence, pkt.timestamp, pkt.payload_type, pkt.marker, level))
+            self.record.add(HeardPacket(now, pkt.sequence, pkt.timestamp, pkt.payload_type, pkt.marker, level))

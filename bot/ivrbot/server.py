@@ -107,8 +107,10 @@ class CallManager:
         #: INVITEs admitted whose media and pipeline are still being set up (not yet in `calls`)
         self._setting_up = 0
         self.sip: SipServer | None = None
+        #: set when no call is up and none is still being torn down
         self.idle = asyncio.Event()
         self.idle.set()
+        self._ending = 0
 
     # -- SIP application ------------------------------------------------------------------------
     async def on_invite(self, call: CallInfo, offer: SdpOffer) -> Accept | Reject:
@@ -129,8 +131,8 @@ class CallManager:
         try:
             active = await self._start_call(call, offer, lease)
             answer = self._answer(active, offer)
-        except Exception as exc:
-            # Nothing of a call that could not be answered may outlive the refusal.
+        except BaseException as exc:
+            # Nothing of a call that could not be answered may outlive the refusal (or a shutdown).
             if active is not None:
                 self.calls.pop(call.call_id, None)
                 await self._stop_call(active)
@@ -138,6 +140,8 @@ class CallManager:
                 if not self.calls:
                     self.idle.set()
             lease.release()
+            if not isinstance(exc, Exception):
+                raise
             self.metrics.call_rejected("internal_error")
             clog.exception("call set-up failed", error=str(exc))
             return Reject(500, "Server Internal Error", retry_after=BUSY_RETRY_AFTER)
@@ -171,16 +175,20 @@ class CallManager:
         if active is None:
             return
         clog = log.bind(call_id=call.call_id)
-        with contextlib.suppress(Exception):
-            await active.transport.participant_left(reason)
-        await self._stop_call(active)
+        self._ending += 1
+        try:
+            with contextlib.suppress(Exception):
+                await active.transport.participant_left(reason)
+            await self._stop_call(active)
+        finally:
+            self._ending -= 1
         c = active.session.counters
         active.trace.end(reason, packets_received=c.received, packets_sent=c.sent)
         self.metrics.call_ended(reason)
         clog.info(
             "call ended", reason=reason, seconds=round(time.monotonic() - active.started, 1), calls=len(self.calls)
         )
-        if not self.calls:
+        if not self.calls and not self._ending:
             self.idle.set()
 
     # -- media and pipeline ----------------------------------------------------------------------
@@ -283,26 +291,34 @@ class CallManager:
         await runner.run()
 
     async def _guard(self, call_id: str, run: Any) -> None:
-        """A pipeline that crashes ends its own call (BYE), never the process or other calls."""
+        """A pipeline that crashes or stops on its own ends its call (BYE), never the process or other calls.
+
+        Pipecat ends `run()` without raising on a fatal error or a set-up timeout; a call left up then
+        would hold its port and slot with nobody listening.
+        """
         try:
             await run
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             log.exception("call pipeline failed", call_id=call_id, error=str(exc))
-            if call_id in self.calls and self.sip is not None:
-                await self.sip.hangup(call_id)
+        if call_id in self.calls and self.sip is not None:
+            log.warning("call pipeline ended while the call is up; hanging up", call_id=call_id)
+            await self.sip.hangup(call_id)
 
     async def _stop_call(self, active: ActiveCall) -> None:
-        if active.stop_worker is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(active.stop_worker(), 5.0)
-        if active.task is not None:
-            active.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await active.task
-        self.metrics.retire_rtp_session(active.info.call_id)
-        await active.session.stop()
+        try:
+            if active.stop_worker is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(active.stop_worker(), 5.0)
+        finally:
+            # Whatever happened above (even a cancel of this coroutine), the call's task, sockets and
+            # ports are released.
+            if active.task is not None:
+                active.task.cancel()
+                await asyncio.wait([active.task])
+            self.metrics.retire_rtp_session(active.info.call_id)
+            await active.session.stop()
 
     async def hangup_all(self) -> None:
         if self.sip is None:
@@ -400,14 +416,18 @@ class BotServer:
         llm = LlamaLLMService(
             base_url=s.llama_url, system_prompt=s.system_prompt, model=s.llm_model, max_tokens=s.max_tokens
         )
-        for attempt in range(30):  # the sidecar may still be loading its model
-            try:
-                await llm.warm_up(greeting=s.greeting)
-                break
-            except Exception as exc:
-                if attempt == 0:
-                    log.warning("llm warm-up failed; retrying", error=str(exc))
-                await asyncio.sleep(2.0)
+        try:
+            for attempt in range(30):  # the sidecar may still be loading its model
+                try:
+                    await llm.warm_up(greeting=s.greeting)
+                    break
+                except Exception as exc:
+                    if attempt == 0:
+                        log.warning("llm warm-up failed; retrying", error=str(exc))
+                    await asyncio.sleep(2.0)
+        finally:
+            with contextlib.suppress(Exception):
+                await llm._client.close()  # the service is used outside a pipeline: close its HTTP pool
         self._warm.set()
 
     async def drain(self) -> None:
@@ -427,6 +447,8 @@ class BotServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._warm_task
         await self.calls.hangup_all()
+        with contextlib.suppress(TimeoutError):  # the SIP layer's on_ended tasks tear the calls down
+            await asyncio.wait_for(self.calls.idle.wait(), 10.0)
         for active in list(self.calls.calls.values()):
             await self.calls.on_ended(active.info, "shutdown")
         await self.sip.stop()
