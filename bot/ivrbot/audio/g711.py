@@ -47,13 +47,13 @@ _DECODE: npt.NDArray[np.int16] = np.array([_decode_one(c) for c in range(256)], 
 def pcm_to_ulaw(pcm: bytes) -> bytes:
     """s16le mono PCM -> mu-law bytes (one byte per sample)."""
     samples = np.frombuffer(pcm, dtype="<i2", count=len(pcm) // 2)
-    return bytes(_ENCODE[samples.view(np.uint16)].tobytes())
+    return _ENCODE[samples.view(np.uint16)].tobytes()
 
 
 def ulaw_to_pcm(ulaw: bytes) -> bytes:
     """mu-law bytes -> s16le mono PCM."""
     codes = np.frombuffer(ulaw, dtype=np.uint8)
-    return bytes(_DECODE[codes].astype("<i2").tobytes())
+    return _DECODE[codes].astype("<i2", copy=False).tobytes()
 
 
 def ulaw_to_array(ulaw: bytes) -> npt.NDArray[np.int16]:

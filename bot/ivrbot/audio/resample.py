@@ -34,6 +34,7 @@ class StreamResampler:
         self._down = in_rate // g
         ratio = in_rate / min(in_rate, out_rate)
         self._taps = math.ceil(2 * _TAPS_PER_CUTOFF_PERIOD * ratio)
+        self._tap_offsets = np.arange(self._taps, dtype=np.int64)[None, :]
         self._bank = _design_bank(self._up, self._taps, _CUTOFF_FRACTION * min(in_rate, out_rate) / 2, in_rate)
         self.reset()
 
@@ -64,7 +65,7 @@ class StreamResampler:
         pos = n * self._down
         idx = pos // self._up
         phase = pos % self._up
-        gather = idx[:, None] - np.arange(self._taps, dtype=np.int64)[None, :] - self._base
+        gather = idx[:, None] - self._tap_offsets - self._base
         y = np.einsum("ij,ij->i", self._bank[phase], buf[gather])
         self._next_out = end_out
         next_idx = (end_out * self._down) // self._up
@@ -72,7 +73,8 @@ class StreamResampler:
         self._history = buf[max(0, keep_from):]
         self._base += max(0, keep_from)
         out = np.clip(np.rint(y), -32768, 32767).astype("<i2")
-        return bytes(out.tobytes())
+        data: bytes = out.tobytes()
+        return data
 
 
 def _design_bank(up: int, taps: int, cutoff_hz: float, in_rate: int) -> npt.NDArray[np.float64]:

@@ -29,6 +29,9 @@ class Playout:
     payload: bytes = b""
 
 
+_IDLE = Playout(PlayoutKind.IDLE)  # immutable: one instance serves every idle tick
+
+
 @dataclass(slots=True)
 class JitterStats:
     received: int = 0
@@ -127,15 +130,15 @@ class JitterBuffer:
     def pop(self) -> Playout:
         """One 20 ms tick of playout."""
         if self._next is None:
-            return Playout(PlayoutKind.IDLE)
+            return _IDLE
         if self._priming > 0:
             self._priming -= 1
             if self._priming > 0 or not self._buf:
-                return Playout(PlayoutKind.IDLE)
+                return _IDLE
         if not self._buf:
             self.stats.underruns += 1
             self._priming = self.depth
-            return Playout(PlayoutKind.IDLE)
+            return _IDLE
         payload = self._buf.pop(self._next, None)
         self._next += 1
         if payload is None:
