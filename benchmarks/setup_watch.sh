@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 out="${SETUP_WATCH_OUT:-docs/bench/setup.txt}"
 cmd=("$@"); ((${#cmd[@]})) || cmd=(scripts/setup.sh --install-only)
 samples="$(mktemp)"
+load_before="$(cut -d' ' -f1-3 /proc/loadavg)"
 base_used_mb="$(awk '/^MemTotal:/ {t=$2} /^MemAvailable:/ {a=$2} END {print int((t - a) / 1024)}' /proc/meminfo)"
 (
   while true; do
@@ -35,7 +36,7 @@ summary="$(awk -v base="$base_used_mb" '
 rm -f "$samples"
 {
   echo "command: ${cmd[*]}  (exit $rc)"
-  echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) CPUs, $(awk '/^MemTotal:/ {print int($2/1048576)}' /proc/meminfo) GiB, load before/after: see uptime"
+  echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) CPUs, $(awk '/^MemTotal:/ {print int($2/1048576)}' /proc/meminfo) GiB, load average before: $load_before"
   echo "duration: $((secs / 60)) min $((secs % 60)) s"
   echo "$summary"
   echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -97,7 +97,7 @@ if [[ "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
     # pip is silent for the whole build: report make's progress every 30 s instead.
     while kill -0 "$build_pid" 2>/dev/null; do
       for _ in $(seq 30); do kill -0 "$build_pid" 2>/dev/null || break; sleep 1; done
-      pct="$(grep -aoE '^\[ *[0-9]+%\]' "$log" | tail -n 1 | tr -d '[] ' || true)"
+      pct="$(grep -aoE '^\s*\[ *[0-9]+%\]' "$log" | tail -n 1 | tr -d '[] ' || true)"
       printf '    ... %s: llama-server build %s\n' "$(elapsed)" "${pct:-configuring}"
     done
     if ! wait "$build_pid"; then
