@@ -1,0 +1,74 @@
+"""The pod contract: every IVRBOT_* variable the operator puts on a bot pod is one the bot reads.
+
+The operator writes these names as literals and the bot parses them in its own package; nothing else
+ties the two together, so a renamed setting would silently fall back to the bot's default in production.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ivrbot.config import BotConfig, load_config
+from ivrbot_operator.desired import Owner, desired_pod
+from ivrbot_operator.ports import PodPorts, PortPool
+from ivrbot_operator.spec import parse_spec
+
+BOT_SRC = Path(__file__).resolve().parents[2] / "bot" / "ivrbot"
+POOL = PortPool(20000, 20999)
+OWNER = Owner(name="alpha", namespace="voice", uid="uid-1")
+#: what the kubelet puts into fieldRef variables, for the loader
+FIELD_VALUES = {"status.hostIP": "10.0.0.7", "status.podIP": "10.0.0.7", "metadata.name": "alpha-0",
+                "spec.nodeName": "node-1", "metadata.namespace": "voice", "metadata.uid": "pod-uid-1"}
+SPECS: list[dict[str, Any]] = [
+    {},
+    {"maxCalls": 3, "trustedProxies": ["10.0.0.0/8"], "greeting": "Hi", "systemPrompt": "Be brief.",
+     "dtmf": {"1": {"say": "Sales"}}, "otlpEndpoint": "http://jaeger:4317", "drainGraceSeconds": 30},
+]
+
+
+def bot_env(raw: dict[str, Any]) -> dict[str, str]:
+    spec, problems = parse_spec(raw, POOL)
+    if spec is None:
+        pytest.skip(f"spec refused by this operator version: {problems}")
+    pod = desired_pod(OWNER, spec, 0, PodPorts(base=20000, rtp_ports=16))
+    bot = next(c for c in pod["spec"]["containers"] if c["name"] == "bot")
+    env: dict[str, str] = {}
+    for e in bot["env"]:
+        if "value" in e:
+            env[e["name"]] = e["value"]
+        elif "fieldRef" in e.get("valueFrom", {}):
+            env[e["name"]] = FIELD_VALUES[e["valueFrom"]["fieldRef"]["fieldPath"]]
+    return env
+
+
+def names_the_bot_reads_outside_its_config() -> set[str]:
+    found: set[str] = set()
+    for path in BOT_SRC.rglob("*.py"):
+        text = path.read_text()
+        found.update(word.strip("\"'") for word in text.replace("(", " ").replace(",", " ").split()
+                     if word.strip("\"'").startswith("IVRBOT_"))
+    return found
+
+
+@pytest.mark.parametrize("raw", SPECS, ids=["defaults", "everything-set"])
+def test_every_ivrbot_variable_on_the_pod_is_read_by_the_bot(raw: dict[str, Any]) -> None:
+    env = bot_env(raw)
+    config_names = {f"IVRBOT_{name.upper()}" for name in BotConfig.__dataclass_fields__}
+    elsewhere = names_the_bot_reads_outside_its_config()
+    unknown = sorted(n for n in env if n.startswith("IVRBOT_") and n not in config_names and n not in elsewhere)
+    assert unknown == [], f"the operator sets variables the bot never reads: {unknown}"
+
+
+@pytest.mark.parametrize("raw", SPECS, ids=["defaults", "everything-set"])
+def test_the_bot_loads_the_operators_pod_env(raw: dict[str, Any]) -> None:
+    env = bot_env(raw)
+    config = load_config(env=env)
+    assert config.sip_port == int(env["IVRBOT_SIP_PORT"]) and config.http_port == int(env["IVRBOT_HTTP_PORT"])
+    assert (config.rtp_port_min, config.rtp_port_max) == (int(env["IVRBOT_RTP_PORT_MIN"]),
+                                                          int(env["IVRBOT_RTP_PORT_MAX"]))
+    assert config.advertised_address == "10.0.0.7"
+    assert config.vosk_url == env["IVRBOT_VOSK_URL"] and config.llama_url == env["IVRBOT_LLAMA_URL"]
+    assert config.max_calls == int(env["IVRBOT_MAX_CALLS"])
