@@ -248,6 +248,13 @@ class Metrics:
         """Read the SIP user agent's counters (``lambda: ua.stats``) at each scrape."""
         self.feeds.sip = stats
 
+    def watch_process(self, tasks: Callable[[], int], ports_leased: Callable[[], int]) -> None:
+        """Gauges read at scrape time; a soak run watches them for growth across calls."""
+        Gauge("ivrbot_asyncio_tasks", "asyncio tasks alive in the bot process.", registry=self.registry
+              ).set_function(lambda: float(tasks()))
+        Gauge("ivrbot_rtp_ports_leased", "RTP/RTCP port pairs currently leased to calls.", registry=self.registry
+              ).set_function(lambda: float(ports_leased()))
+
     def sidecar_error(self, sidecar: str) -> None:
         """``sidecar`` is one of vosk, piper, llama."""
         self.sidecar_errors.labels(sidecar=sidecar).inc()

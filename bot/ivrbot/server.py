@@ -365,6 +365,7 @@ class BotServer:
         )
         self.calls.sip = self.sip
         self.metrics.watch_sip(lambda: self.sip.stats)
+        self.metrics.watch_process(lambda: len(asyncio.all_tasks()), lambda: self.calls.ports.in_use)
         self.http = HttpApi(
             self.metrics,
             host=config.http_host,
