@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import socket
-import subprocess
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -55,7 +54,7 @@ class Proxy:
         self.cfg_path = workdir / "kamailio.cfg"
         self.cfg_path.write_text(cfg)
         self.workdir = workdir
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc: asyncio.subprocess.Process | None = None
 
     @property
     def target(self) -> tuple[str, int]:
@@ -66,13 +65,13 @@ class Proxy:
         run = self.workdir / "run"
         run.mkdir()
         self._log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
-            [KAMAILIO, "-DD", "-E", "-f", str(self.cfg_path), "-m", "32", "-M", "4",
-             "-Y", str(run), "-P", str(run / "kamailio.pid"), "-w", str(self.workdir)],
-            stdout=self._log, stderr=subprocess.STDOUT,
+        self.proc = await asyncio.create_subprocess_exec(
+            KAMAILIO, "-DD", "-E", "-f", str(self.cfg_path), "-m", "32", "-M", "4",
+            "-Y", str(run), "-P", str(run / "kamailio.pid"), "-w", str(self.workdir),
+            stdout=self._log, stderr=asyncio.subprocess.STDOUT,
         )
         for _ in range(100):  # bounded: answers OPTIONS once its workers run
-            if self.proc.poll() is not None:
+            if self.proc.returncode is not None:
                 raise RuntimeError(f"kamailio exited: {self.log_path.read_text()[-2000:]}")
             if await self._options_ok():
                 return
@@ -100,13 +99,13 @@ class Proxy:
             return data.startswith(b"SIP/2.0 200")
 
     async def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
+        if self.proc is not None and self.proc.returncode is None:
             self.proc.terminate()
             try:
-                await asyncio.to_thread(self.proc.wait, 10)
-            except subprocess.TimeoutExpired:
+                await asyncio.wait_for(self.proc.wait(), 10)
+            except TimeoutError:
                 self.proc.kill()
-                await asyncio.to_thread(self.proc.wait)
+                await self.proc.wait()
         self.proc = None
         if getattr(self, "_log", None) is not None:
             self._log.close()
