@@ -18,6 +18,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
+import aiohttp
 import pytest
 import pytest_asyncio
 
@@ -29,7 +30,7 @@ CONFIG = Path(__file__).with_name("kamailio.cfg")
 
 pytestmark = [
     pytest.mark.asyncio(loop_scope="module"),
-    pytest.mark.skipif(KAMAILIO is None, reason="needs kamailio (Debian packages kamailio, kamailio-extra-modules)"),
+    pytest.mark.skipif(KAMAILIO is None, reason="needs kamailio (Debian package kamailio)"),
 ]
 
 
@@ -243,3 +244,27 @@ async def test_a_bot_that_does_not_answer_is_marked_down(
     async with SipCaller(proxy.target, answer_timeout=20) as second:
         assert answered_by(b, second.record.call_id)
         assert proxy.tried(second.record.call_id) == [("relay", b.sip_port)]
+
+
+async def test_a_draining_bot_is_failed_over_too(
+    bots: tuple[LocalBot, LocalBot], make_proxy: ProxyFactory, tmp_path: Path
+) -> None:
+    _, b = bots
+    draining = LocalBot(LocalBotConfig(log_path=tmp_path / "draining.log", echo=True, max_calls=4))
+    await draining.start()
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as s,
+            s.post(f"http://127.0.0.1:{draining.http_port}/drain") as r,
+        ):
+            assert r.status == 200  # no live call: drained at once, and it stays draining
+        proxy = await make_proxy([(draining.sip_port, 10), (b.sip_port, 5)])
+        async with SipCaller(proxy.target, answer_timeout=20) as call:
+            cid = call.record.call_id
+            assert answered_by(b, cid) and not answered_by(draining, cid)
+            assert proxy.tried(cid) == [("relay", draining.sip_port), ("failover", draining.sip_port),
+                                        ("relay", b.sip_port)]
+            (line,) = proxy.failovers(cid)
+            assert "code=503" in line and "mark=none" in line
+    finally:
+        await draining.stop()
