@@ -13,6 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
+import yaml
 from helm_python import Chart
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,11 +35,17 @@ def render() -> dict[str, str]:
         with_jaeger = chart.render({"jaeger": {"enabled": True}}, name=RELEASE, namespace=NAMESPACE)
     tpl = "ivrbot-operator/templates/"
     operator = [default[tpl + f] for f in ("serviceaccount.yaml", "rbac.yaml", "deployment.yaml")]
-    namespace = f"apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {NAMESPACE}\n"
+    # The operator's namespace and the namespaces it watches (their Roles need them to exist).
+    watched = yaml.safe_load((CHART / "values.yaml").read_text())["watchNamespaces"]
+    # The operator pod fits restricted (optional Jaeger: baseline); hostNetwork bot pods need privileged.
+    level = {NAMESPACE: "baseline", **dict.fromkeys(watched, "privileged")}
+    namespaces = [f"apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n  labels:\n"
+                  f"    pod-security.kubernetes.io/enforce: {level[ns]}\n" for ns in [NAMESPACE, *watched]]
     return {
         "crd.yaml": HEADER.format(source="operator/ivrbot_operator/crds") + CRD_SOURCE.read_text(),
         "operator.yaml": HEADER.format(source=f"the chart (release {RELEASE}, default values)")
-        + _join([namespace, *(f"---\n{doc.lstrip()}" for doc in operator)]),
+        + _join([namespaces[0], *(f"---\n{ns}" for ns in namespaces[1:]),
+                 *(f"---\n{doc.lstrip()}" for doc in operator)]),
         "jaeger.yaml": HEADER.format(source="the chart (jaeger.enabled=true)")
         + with_jaeger[tpl + "jaeger.yaml"].lstrip("\n"),
     }

@@ -33,8 +33,11 @@ class BotConfig:
     max_calls: int = 20
     #: CIDRs allowed to send SIP; empty accepts every source
     trusted_proxies: tuple[str, ...] = ()
-    http_host: str = "0.0.0.0"
+    #: /healthz, /readyz, /drain and /metrics; loopback: /drain takes the bot out of service
+    http_host: str = "127.0.0.1"
     http_port: int = 9100
+    #: also serve /metrics (only) on this address, same port (a pod: its node address, for Prometheus)
+    metrics_host: str = ""
     drain_grace_seconds: float = 60.0
     vosk_url: str = "ws://127.0.0.1:2700"
     piper_url: str = "ws://127.0.0.1:5002"
@@ -87,6 +90,13 @@ class BotConfig:
                 ipaddress.ip_network(cidr, strict=False)
             except ValueError as exc:
                 raise ConfigError(f"trusted_proxies: {cidr!r} is not a CIDR: {exc}") from exc
+        for name in ("http_host", "metrics_host"):
+            value = getattr(self, name)
+            if value:
+                try:
+                    ipaddress.ip_address(value)
+                except ValueError as exc:
+                    raise ConfigError(f"{name}: {value!r} is not an IP address") from exc
         if self.advertised_address:
             try:
                 ipaddress.ip_address(self.advertised_address)

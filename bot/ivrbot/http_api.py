@@ -6,6 +6,12 @@
 - ``GET /drain`` (POST too): runs the supplied drain coroutine once, however many requests
   ask, and answers when it returns (live calls ended or grace over). It is the pod's preStop
   ``httpGet``; a client that hangs up does not stop the drain.
+
+All four listen on ``host`` (loopback by default: a bot pod uses the host network, so any other
+address is the node's, reachable by anyone who can route to it, and ``/drain`` takes the bot out
+of service). The kubelet reaches loopback under hostNetwork (probes and preStop with
+``host: 127.0.0.1``). ``metrics_host``, when set, serves ``/metrics`` alone on that address and
+the same port, for Prometheus; the control endpoints answer 404 there.
 """
 
 from __future__ import annotations
@@ -49,20 +55,26 @@ class HttpApi:
         self,
         metrics: Metrics,
         *,
-        host: str = "0.0.0.0",
+        host: str = "127.0.0.1",
         port: int = DEFAULT_PORT,
+        metrics_host: str = "",
         readiness: ReadinessCheck | None = None,
         drain: DrainFn | None = None,
         readiness_timeout_s: float = READINESS_TIMEOUT_S,
     ) -> None:
         self.metrics = metrics
         self.host = host
+        self.metrics_host = metrics_host if metrics_host != host else ""
         self._port = port
         self._readiness = readiness
         self._drain = drain
         self._readiness_timeout_s = readiness_timeout_s
         self._drain_task: asyncio.Task[None] | None = None
         self._runner: web.AppRunner | None = None
+        self._metrics_runner: web.AppRunner | None = None
+        metrics_app = web.Application()
+        metrics_app.router.add_get("/metrics", self._get_metrics)
+        self._metrics_app = metrics_app
         app = web.Application()
         app.router.add_get("/metrics", self._get_metrics)
         app.router.add_get("/healthz", self._get_healthz)
@@ -81,28 +93,40 @@ class HttpApi:
 
     async def start(self) -> None:
         # No access log: Prometheus and the kubelet call every few seconds.
-        runner = web.AppRunner(self._app, access_log=None, handle_signals=False)
+        runner = await self._serve(self._app, self.host, self._port)
+        self._runner = runner
+        addresses = runner.addresses  # tells which port "port 0" became
+        if addresses:
+            self._port = int(addresses[0][1])
+        if self.metrics_host:
+            try:
+                self._metrics_runner = await self._serve(self._metrics_app, self.metrics_host, self._port)
+            except BaseException:
+                await self.stop()
+                raise
+        log.info("http api listening", host=self.host, port=self._port, metrics_host=self.metrics_host or None)
+
+    @staticmethod
+    async def _serve(app: web.Application, host: str, port: int) -> web.AppRunner:
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
-        site = web.TCPSite(runner, self.host, self._port, reuse_address=True)
+        site = web.TCPSite(runner, host, port, reuse_address=True)
         try:
             await site.start()
         except BaseException:
             await runner.cleanup()
             raise
-        self._runner = runner
-        addresses = runner.addresses  # tells which port "port 0" became
-        if addresses:
-            self._port = int(addresses[0][1])
-        log.info("http api listening", host=self.host, port=self._port)
+        return runner
 
     async def stop(self) -> None:
         task, self._drain_task = self._drain_task, None
         if task is not None and not task.done():
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
+        for runner in (self._metrics_runner, self._runner):
+            if runner is not None:
+                await runner.cleanup()
+        self._runner = self._metrics_runner = None
 
     async def _get_metrics(self, request: web.Request) -> web.Response:
         body = self.metrics.render()

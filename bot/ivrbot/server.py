@@ -46,6 +46,8 @@ from ivrbot.transport import OpenSIPSTransport
 
 log = get_logger(__name__)
 
+#: Retry-After (s) on a refusal at capacity. 503, not 486: the proxy fails over to the next bot on it
+#: without marking this one down (a bot at capacity is healthy), and a draining bot answers the same.
 BUSY_RETRY_AFTER = 5
 
 
@@ -119,7 +121,7 @@ class CallManager:
         if len(self.calls) + self._setting_up >= self.config.max_calls:
             self.metrics.call_rejected("capacity")
             clog.warning("call refused: at capacity", max_calls=self.config.max_calls)
-            return Reject(486, "Busy Here", retry_after=BUSY_RETRY_AFTER)
+            return Reject(503, "At Capacity", retry_after=BUSY_RETRY_AFTER)
         try:
             lease = self.ports.allocate()
         except PortsExhausted as exc:
@@ -370,6 +372,7 @@ class BotServer:
             self.metrics,
             host=config.http_host,
             port=config.http_port,
+            metrics_host=config.metrics_host,
             readiness=self.readiness,
             drain=self.drain,
         )

@@ -36,7 +36,11 @@ if [[ -z "${SKIP_BUILD:-}" ]]; then
   log "Building images (tag $TAG)"
   docker build -f "$ROOT/docker/bot.Dockerfile" -t "ivrbot/bot:$TAG" "$ROOT"
   docker build -f "$ROOT/docker/piper.Dockerfile" -t "ivrbot/piper:$TAG" "$ROOT"
+  docker build -f "$ROOT/docker/vosk.Dockerfile" -t "ivrbot/vosk:$TAG" "$ROOT"
   docker build -f "$ROOT/docker/operator.Dockerfile" -t "ivrbot/operator:$TAG" "$ROOT"
+  if [[ -n "${WITH_OPENSIPS:-}" ]]; then
+    docker build -f "$ROOT/docker/opensips.Dockerfile" -t ivrbot/opensips:0.1.0 "$ROOT/docker"
+  fi
 fi
 
 if ! kind get clusters | grep -qx "$CLUSTER"; then
@@ -47,22 +51,27 @@ kubectl config use-context "kind-$CLUSTER" >/dev/null
 NODE="$(kind get nodes --name "$CLUSTER" | head -n1)"
 
 log "Loading images into kind"
-docker pull alphacep/kaldi-en:latest
-docker pull ghcr.io/ggml-org/llama.cpp:server
+LLAMA_IMAGE=ghcr.io/ggml-org/llama.cpp:server-b11434   # charts/ivrbot-operator/values.yaml images.llama
+docker pull "$LLAMA_IMAGE"
 kind load docker-image --name "$CLUSTER" \
-  "ivrbot/bot:$TAG" "ivrbot/piper:$TAG" "ivrbot/operator:$TAG" \
-  alphacep/kaldi-en:latest ghcr.io/ggml-org/llama.cpp:server
+  "ivrbot/bot:$TAG" "ivrbot/piper:$TAG" "ivrbot/vosk:$TAG" "ivrbot/operator:$TAG" "$LLAMA_IMAGE"
+if [[ -n "${WITH_OPENSIPS:-}" ]]; then
+  docker pull busybox:1.37.0
+  kind load docker-image --name "$CLUSTER" ivrbot/opensips:0.1.0 busybox:1.37.0
+fi
 
 log "Copying the model onto $NODE:$MODEL_DIR_ON_NODE"
 docker exec "$NODE" mkdir -p "$MODEL_DIR_ON_NODE"
 docker cp "$MODEL_GGUF" "$NODE:$MODEL_DIR_ON_NODE/$MODEL_NAME"
 
 log "Installing the operator chart (CRD, RBAC, operator, Jaeger)"
+# The chart's Role for the bot namespace (watchNamespaces, default [voice]) needs the namespace.
+kubectl create namespace "$NS_BOTS" --dry-run=client -o yaml | kubectl apply -f -
+# hostNetwork + hostPorts: the bot namespace needs the privileged Pod Security level.
+kubectl label namespace "$NS_BOTS" pod-security.kubernetes.io/enforce=privileged --overwrite
+# No opensips.miUrl: the example OpenSIPS keeps its MI on loopback and reloads its dispatcher
+# table itself when the operator's ConfigMap changes (manifests/opensips.yaml).
 HELM_SET=(--set image.tag="$TAG" --set jaeger.enabled=true)
-if [[ -n "${WITH_OPENSIPS:-}" ]]; then
-  # The operator asks OpenSIPS (manifests/opensips.yaml, Service "opensips") to ds_reload on changes.
-  HELM_SET+=(--set opensips.miUrl="http://opensips.$NS_BOTS.svc:8888/mi")
-fi
 helm upgrade --install "$RELEASE" "$ROOT/charts/ivrbot-operator" \
   --namespace "$NS_OPERATOR" --create-namespace "${HELM_SET[@]}" \
   --wait --timeout 5m

@@ -15,11 +15,13 @@ KIND: Final = "IVRBot"
 SHORT_NAME: Final = "ivr"
 API_VERSION: Final = f"{GROUP}/{VERSION}"
 
-# Images. The bot and Piper images are built from docker/ by deploy/kind/up.sh.
+# Images: exact versions, never a moving tag. The bot, Piper and Vosk images are the project's own
+# (docker/*.Dockerfile, built by deploy/kind/up.sh); llama-server is upstream's release build
+# (pin it by @sha256 digest in a registry you mirror).
 BOT_IMAGE: Final = "ivrbot/bot:0.1.0"
 PIPER_IMAGE: Final = "ivrbot/piper:0.1.0"
-VOSK_IMAGE: Final = "alphacep/kaldi-en:latest"
-LLAMA_IMAGE: Final = "ghcr.io/ggml-org/llama.cpp:server"
+VOSK_IMAGE: Final = "ivrbot/vosk:0.1.0"
+LLAMA_IMAGE: Final = "ghcr.io/ggml-org/llama.cpp:server-b11434"
 OPERATOR_IMAGE: Final = "ivrbot/operator:0.1.0"
 
 # Model locations inside the images / model volume.

@@ -48,14 +48,48 @@ def _field_env(name: str, path: str) -> dict[str, Any]:
     return {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
 
 
+#: The one non-root UID/GID every container of a bot pod runs as (the bot and Piper images create it).
+RUN_AS_USER = 10001
+#: Probe timeouts well above the 1 s default: /readyz asks three sidecars, and a node busy with speech
+#: models must not flap readiness (and with it the dispatcher table) on a slow answer.
+PROBE_TIMEOUT_SECONDS = 5
+TCP_PROBE_TIMEOUT_SECONDS = 3
+
+
 def _tcp_probe(port: int, period: int = 5, failures: int = 3) -> dict[str, Any]:
+    # host 127.0.0.1: the kubelet runs in the host network namespace, which the pod shares.
     return {"tcpSocket": {"host": "127.0.0.1", "port": port}, "periodSeconds": period,
-            "failureThreshold": failures}
+            "timeoutSeconds": TCP_PROBE_TIMEOUT_SECONDS, "failureThreshold": failures}
 
 
 def _http_probe(port: int, path: str, period: int = 5, failures: int = 3) -> dict[str, Any]:
     return {"httpGet": {"host": "127.0.0.1", "port": port, "path": path}, "periodSeconds": period,
-            "failureThreshold": failures}
+            "timeoutSeconds": PROBE_TIMEOUT_SECONDS, "failureThreshold": failures}
+
+
+def pod_security_context() -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True, "runAsUser": RUN_AS_USER, "runAsGroup": RUN_AS_USER, "fsGroup": RUN_AS_USER,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def container_security_context() -> dict[str, Any]:
+    """Nothing a speech server needs: no capabilities (ports are above 1024), no setuid, no writes
+    outside its own emptyDir scratch at /tmp."""
+    return {
+        "allowPrivilegeEscalation": False, "privileged": False, "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+
+
+def _scratch(container: str) -> dict[str, Any]:
+    return {"name": f"tmp-{container}", "mountPath": "/tmp"}
+
+
+def _scratch_env() -> list[dict[str, Any]]:
+    """HOME and caches point into the container's /tmp scratch (its root filesystem is read-only)."""
+    return [{"name": "HOME", "value": "/tmp"}, {"name": "XDG_CACHE_HOME", "value": "/tmp/.cache"}]
 
 
 def _bot_env(owner: Owner, spec: BotSpec, ports: PodPorts) -> list[dict[str, Any]]:
@@ -66,6 +100,9 @@ def _bot_env(owner: Owner, spec: BotSpec, ports: PodPorts) -> list[dict[str, Any
         _field_env("POD_UID", "metadata.uid"),
         _field_env("IVRBOT_ADVERTISED_ADDRESS", "status.hostIP"),
         {"name": "IVRBOT_SIP_HOST", "value": "0.0.0.0"},
+        # Control endpoints (/drain, /readyz) on loopback only; /metrics also on the node address.
+        {"name": "IVRBOT_HTTP_HOST", "value": "127.0.0.1"},
+        _field_env("IVRBOT_METRICS_HOST", "status.podIP"),
         {"name": "IVRBOT_SIP_PORT", "value": str(ports.sip)},
         {"name": "IVRBOT_HTTP_PORT", "value": str(ports.http)},
         {"name": "IVRBOT_RTP_PORT_MIN", "value": str(ports.rtp_min)},
@@ -85,6 +122,7 @@ def _bot_env(owner: Owner, spec: BotSpec, ports: PodPorts) -> list[dict[str, Any
         {"name": "IVRBOT_DTMF_MAP", "value": json.dumps(spec.dtmf_map, sort_keys=True)},
         {"name": "IVRBOT_LOG_LEVEL", "value": spec.log_level},
         {"name": "IVRBOT_LOG_JSON", "value": "1"},
+        *_scratch_env(),
         {"name": "OTEL_SERVICE_NAME", "value": "ivrbot"},
         # $(VAR) expands the downward-API values declared above.
         {"name": "OTEL_RESOURCE_ATTRIBUTES", "value": (
@@ -100,15 +138,18 @@ def _bot_env(owner: Owner, spec: BotSpec, ports: PodPorts) -> list[dict[str, Any
     return env
 
 
-def _models_mount() -> list[dict[str, Any]]:
-    return [{"name": "models", "mountPath": d.MODELS_MOUNT}]
+def _mounts(container: str, *, models_writable: bool = False) -> list[dict[str, Any]]:
+    models: dict[str, Any] = {"name": "models", "mountPath": d.MODELS_MOUNT}
+    if not models_writable:
+        models["readOnly"] = True
+    return [models, _scratch(container)]
 
 
 def _sidecars(spec: BotSpec, ports: PodPorts) -> list[dict[str, Any]]:
     """Native sidecars (restartable init containers): started before the bot, stopped after it,
     so a draining bot keeps its speech services until its last call ends."""
     vosk_env = [{"name": "VOSK_SERVER_INTERFACE", "value": "127.0.0.1"},
-                {"name": "VOSK_SERVER_PORT", "value": str(ports.vosk)}]
+                {"name": "VOSK_SERVER_PORT", "value": str(ports.vosk)}, *_scratch_env()]
     if spec.stt_model:
         vosk_env.append({"name": "VOSK_MODEL_PATH", "value": spec.stt_model})
     llama_args = ["--host", "127.0.0.1", "--port", str(ports.llama), "-m", spec.llm_model,
@@ -121,28 +162,32 @@ def _sidecars(spec: BotSpec, ports: PodPorts) -> list[dict[str, Any]]:
             "restartPolicy": "Always", "env": vosk_env, "args": list(spec.stt.args),
             "startupProbe": _tcp_probe(ports.vosk, period=2, failures=150),
             "readinessProbe": _tcp_probe(ports.vosk),
-            "resources": copy.deepcopy(spec.stt.resources), "volumeMounts": _models_mount(),
+            "resources": copy.deepcopy(spec.stt.resources), "volumeMounts": _mounts("vosk"),
         },
         {
             "name": "piper", "image": spec.tts.image, "imagePullPolicy": spec.image_pull_policy,
             "restartPolicy": "Always",
             "args": ["piper-server", "--host", "127.0.0.1", "--port", str(ports.piper), "--voice",
                      spec.tts_voice, *spec.tts.args],
-            "env": [{"name": "PIPER_VOICE", "value": spec.tts_voice}],
+            "env": [{"name": "PIPER_VOICE", "value": spec.tts_voice}, *_scratch_env()],
             "startupProbe": _tcp_probe(ports.piper, period=2, failures=150),
             "readinessProbe": _tcp_probe(ports.piper),
-            "resources": copy.deepcopy(spec.tts.resources), "volumeMounts": _models_mount(),
+            "resources": copy.deepcopy(spec.tts.resources), "volumeMounts": _mounts("piper"),
         },
         {
             "name": "llama", "image": spec.llm.image, "imagePullPolicy": spec.image_pull_policy,
             "restartPolicy": "Always", "args": llama_args + list(spec.llm.args),
+            "env": [*_scratch_env(), {"name": "LLAMA_CACHE", "value": "/tmp/llama.cpp"}],
             # /health answers 503 while the model loads: the pod is not ready until it is loaded.
             "startupProbe": _http_probe(ports.llama, "/health", period=2, failures=900),
             "readinessProbe": _http_probe(ports.llama, "/health"),
-            "resources": copy.deepcopy(spec.llm.resources), "volumeMounts": _models_mount(),
+            # --model-url downloads to the -m path on the models volume: writable only then.
+            "resources": copy.deepcopy(spec.llm.resources),
+            "volumeMounts": _mounts("llama", models_writable=bool(spec.llm_model_url)),
         },
     ]
     for c in containers:
+        c["securityContext"] = container_security_context()
         if not c["args"]:
             del c["args"]
         if not c["resources"]:
@@ -188,10 +233,14 @@ def desired_pod(owner: Owner, spec: BotSpec, ordinal: int, ports: PodPorts) -> d
             {"name": "sip-tcp", "containerPort": ports.sip, "hostPort": ports.sip, "protocol": "TCP"},
             {"name": "http", "containerPort": ports.http, "hostPort": ports.http, "protocol": "TCP"},
         ],
-        "readinessProbe": _http_probe(ports.http, "/readyz", period=3),
+        # Liveness and readiness wait for the process to answer at all (imports take seconds on a busy node).
+        "startupProbe": _http_probe(ports.http, "/healthz", period=2, failures=60),
+        "readinessProbe": _http_probe(ports.http, "/readyz", period=5),
         "livenessProbe": _http_probe(ports.http, "/healthz", period=10, failures=6),
         # Stop taking calls, finish the live ones (returns when done or after the grace period).
         "lifecycle": {"preStop": {"httpGet": {"host": "127.0.0.1", "port": ports.http, "path": "/drain"}}},
+        "securityContext": container_security_context(),
+        "volumeMounts": [_scratch("bot")],
     }
     if spec.resources:
         bot["resources"] = copy.deepcopy(spec.resources)
@@ -201,11 +250,15 @@ def desired_pod(owner: Owner, spec: BotSpec, ordinal: int, ports: PodPorts) -> d
     pod_spec: dict[str, Any] = {
         "hostNetwork": True,
         "dnsPolicy": "ClusterFirstWithHostNet",
+        # The bot never calls the Kubernetes API: no token in the pod.
+        "automountServiceAccountToken": False,
+        "securityContext": pod_security_context(),
         "restartPolicy": "Always",
         "terminationGracePeriodSeconds": spec.drain_grace_seconds + d.TERMINATION_MARGIN_SECONDS,
         "initContainers": _sidecars(spec, ports),
         "containers": [bot],
-        "volumes": [models_volume],
+        "volumes": [models_volume, *({"name": f"tmp-{c}", "emptyDir": {"sizeLimit": "256Mi"}}
+                                     for c in ("bot", "vosk", "piper", "llama"))],
     }
     if spec.node_selector:
         pod_spec["nodeSelector"] = dict(spec.node_selector)

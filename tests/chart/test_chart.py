@@ -3,6 +3,7 @@ validated against the official Kubernetes 1.30 schemas (kubernetes-validate)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +84,8 @@ def test_crd_is_shipped_in_crds_dir_valid_and_kept() -> None:
 def test_defaults_reach_the_operator_config() -> None:
     config = OperatorConfig.from_env(operator_env(render({})))
     assert (config.pool.min, config.pool.max) == (d.PORT_POOL_MIN, d.PORT_POOL_MAX)
-    assert config.namespaces == () and config.opensips_mi_url is None
+    # The bot namespace only, by default: no cluster-wide pod or ConfigMap rights.
+    assert config.namespaces == ("voice",) and config.opensips_mi_url is None
     assert config.images.bot == d.BOT_IMAGE and config.images.llama == d.LLAMA_IMAGE
 
 
@@ -116,11 +118,13 @@ def rules(doc: dict[str, Any]) -> set[tuple[str, str]]:
 
 
 def test_rbac_is_least_privilege() -> None:
-    cluster = render({})
+    cluster = render({"watchNamespaces": []})
     main_role = next(r for r in by_kind(cluster, "ClusterRole") if r["metadata"]["name"] == "ivrbot-operator")
     granted = rules(main_role)
     assert ("pods", "create") in granted and ("ivrbots/status", "patch") in granted
-    assert not any(verb in ("*", "update", "deletecollection") for _, verb in granted)
+    # update only where owner-reference enforcement asks for it (tests/chart/test_rbac.py: exact set)
+    assert {res for res, verb in granted if verb == "update"} == {"ivrbots/finalizers"}
+    assert not any(verb in ("*", "deletecollection") for _, verb in granted)
     assert not any(res in ("secrets", "*", "nodes") for res, _ in granted)
     assert ("configmaps", "delete") not in granted
 
@@ -132,6 +136,54 @@ def test_rbac_is_least_privilege() -> None:
     for role in by_kind(scoped, "ClusterRole"):
         assert {verb for _, verb in rules(role)} <= {"list", "watch"}
         assert ("pods", "list") not in rules(role)
+
+
+#: An exact release: a digest, a dotted version (1.37.0, 3.12.12-slim-bookworm), a numbered build
+#: (server-b11434) or a Debian point release (debian:12.12-slim).
+EXACT = re.compile(r"@sha256:[0-9a-f]{64}$|:(v?\d+\.\d+\.\d+[\w.-]*|[\w.-]*-b\d+)$|^debian:\d+\.\d+(-slim)?$")
+
+
+def _image_refs() -> dict[str, str]:
+    refs: dict[str, str] = {}
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    refs.update({f"values images.{k}": v for k, v in values["images"].items()})
+    refs["values image"] = f"{values['image']['repository']}:{values['image']['tag']}"
+    refs["values jaeger.image"] = values["jaeger"]["image"]
+    refs.update({f"defaults {k}": getattr(d, k) for k in dir(d) if k.endswith("_IMAGE")})
+    def walk(node: Any, where: str) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if k == "image" and isinstance(v, str):
+                    refs[f"{where} {len(refs)}"] = v
+                walk(v, where)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v, where)
+
+    for path in sorted((ROOT / "manifests").rglob("*.yaml")):
+        walk(list(yaml.safe_load_all(path.read_text())), path.name)
+    for path in sorted((ROOT / "docker").glob("*.Dockerfile")):
+        for i, m in enumerate(re.findall(r"^FROM\s+(\S+)", path.read_text(), re.M)):
+            refs[f"{path.name} FROM {i}"] = m
+    return refs
+
+
+def test_every_image_is_an_exact_release() -> None:
+    refs = _image_refs()
+    assert len(refs) > 15
+    moving = {where: ref for where, ref in refs.items() if not EXACT.search(ref)}
+    assert moving == {}
+
+
+def test_images_are_multi_stage_and_the_operator_image_has_no_speech_stack() -> None:
+    for name in ("bot", "piper", "vosk", "operator"):
+        text = (ROOT / "docker" / f"{name}.Dockerfile").read_text()
+        assert len(re.findall(r"^FROM ", text, re.M)) == 2 and "COPY --from=build" in text, name
+    operator = (ROOT / "docker" / "operator.Dockerfile").read_text()
+    assert "pip install --no-deps ." in operator and "pipecat" not in operator
+    ignore = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+              if line.strip() and not line.startswith("#")]
+    assert ignore[0] == "*" and "!bot/" in ignore and "!operator/" in ignore
 
 
 def test_jaeger_is_optional_and_exposes_otlp_and_ui() -> None:

@@ -19,21 +19,28 @@ app.kubernetes.io/name: ivrbot-operator
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
-{{/* The namespaced permissions: IVRBots, their pods, dispatcher ConfigMaps, events. */}}
+{{/* The namespaced permissions: exactly what the operator calls (tests/chart/test_rbac.py checks).
+     kopf: watch IVRBots, patch them (finalizer, progress annotations) and their status, index pods,
+     post events (core v1). kube.py: create/delete pods, get/create/patch dispatcher ConfigMaps.
+     Pods carry an owner reference with blockOwnerDeletion: clusters enforcing owner references
+     (OpenShift's OwnerReferencesPermissionEnforcement) require update on ivrbots/finalizers. */}}
 {{- define "ivrbot-operator.namespacedRules" -}}
 - apiGroups: ["ivrbot.dev"]
   resources: ["ivrbots"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["list", "watch", "patch"]
 - apiGroups: ["ivrbot.dev"]
   resources: ["ivrbots/status"]
-  verbs: ["get", "patch"]
+  verbs: ["patch"]
+- apiGroups: ["ivrbot.dev"]
+  resources: ["ivrbots/finalizers"]
+  verbs: ["update"]
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch", "create", "delete"]
+  verbs: ["list", "watch", "create", "delete"]
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["get", "create", "patch"]
-- apiGroups: ["", "events.k8s.io"]
+- apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
 {{- end -}}
