@@ -48,17 +48,23 @@ async def test_cancelled_call_is_not_counted_as_answered() -> None:
     manager.sip = SipServer("127.0.0.1", 0, manager, advertised_address="127.0.0.1")
     offer = parse_offer(OFFER)
 
-    # CANCEL while on_invite ran: the SIP layer never sends the 200 and reports "cancelled".
-    assert isinstance(await manager.on_invite(_call("cancelled-1"), offer), Accept)
-    await asyncio.sleep(0.2)  # the call's pipeline is up when the CANCEL's on_ended comes
-    await manager.on_ended(_call("cancelled-1"), "cancelled")
-    # A normal call: 200 OK sent, then the caller hangs up.
-    assert isinstance(await manager.on_invite(_call("answered-1"), offer), Accept)
-    await asyncio.sleep(0.2)
-    await manager.on_answered(_call("answered-1"))
-    assert _samples(metrics)[("ivrbot_calls_active", ())] == 1
-    await manager.on_ended(_call("answered-1"), "remote_bye")
-
+    try:
+        # CANCEL while on_invite ran: the SIP layer never sends the 200 and reports "cancelled".
+        assert isinstance(await manager.on_invite(_call("cancelled-1"), offer), Accept)
+        await asyncio.sleep(0.2)  # the call's pipeline is up when the CANCEL's on_ended comes
+        await manager.on_ended(_call("cancelled-1"), "cancelled")
+        cancelled = _samples(metrics)
+        assert cancelled[("ivrbot_calls_answered_total", ())] == 0
+        assert cancelled[("ivrbot_calls_rejected_total", (("reason", "cancelled"),))] == 1
+        # A normal call: 200 OK sent, then the caller hangs up.
+        assert isinstance(await manager.on_invite(_call("answered-1"), offer), Accept)
+        await asyncio.sleep(0.2)
+        await manager.on_answered(_call("answered-1"))
+        assert _samples(metrics)[("ivrbot_calls_active", ())] == 1
+        await manager.on_ended(_call("answered-1"), "remote_bye")
+    finally:  # a failed assertion must not leave a pipeline running
+        for call_id in list(manager.calls):
+            await manager.on_ended(_call(call_id), "test_end")
     s = _samples(metrics)
     assert s[("ivrbot_calls_answered_total", ())] == 1
     assert s[("ivrbot_calls_rejected_total", (("reason", "cancelled"),))] == 1
