@@ -149,15 +149,20 @@ class CallManager:
             return Reject(500, "Server Internal Error", retry_after=BUSY_RETRY_AFTER)
         finally:
             self._setting_up -= 1
-        clog.info("call accepted", remote=call.remote_addr, rtp_port=lease.rtp_port, calls=len(self.calls))
         return Accept(answer)
 
     async def on_answered(self, call: CallInfo) -> None:
+        """The 200 OK went out (a call cancelled while being set up never gets here)."""
         active = self.calls.get(call.call_id)
-        if active is not None:
-            active.answered = True
-            self.metrics.call_answered()
-            active.trace.answered()
+        if active is None:
+            return
+        active.answered = True
+        self.metrics.call_answered()
+        active.trace.answered()
+        log.info(
+            "call answered", call_id=call.call_id, remote=call.remote_addr, rtp_port=active.session.local_port,
+            calls=len(self.calls),
+        )
 
     async def on_established(self, call: CallInfo) -> None:
         active = self.calls.get(call.call_id)

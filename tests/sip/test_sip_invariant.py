@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from unittest import mock
 
 from hostile import mutate
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from sipmsg import ANSWER, OFFER, PEER, request
 from test_sip_fuzz import DrawChooser
@@ -73,6 +73,7 @@ def datagram(draw: st.DrawFn, world_tags: list[str]) -> bytes:
     return data
 
 
+@settings(max_examples=150)  # each example is a whole conversation of up to 25 steps
 @given(st.data())
 def test_every_server_transaction_ends_and_is_freed(data: st.DataObject) -> None:
     w = World()
