@@ -287,3 +287,15 @@ def test_unanswerable_garbage_is_dropped_and_counted() -> None:
     assert h.feed(request("OPTIONS").replace(b"Via: SIP/2.0/UDP", b"Via: SIP/2.0/UDP <")) == []
     assert h.ua.stats.dropped["malformed"] == 2 and h.ua.stats.malformed == 2
     assert PEER
+
+
+def test_reinvite_to_a_host_name_is_488_and_the_call_continues() -> None:
+    h = Harness()
+    h.feed(invite())
+    h.ua.answer_invite("call-1", Accept(ANSWER), h.now)
+    tag = parse_name_addr(h._collect()[-1].header("To") or "").tag
+    h.feed(request("ACK", branch="z9hG4bKa", to_tag=tag))
+    body = OFFER.replace("c=IN IP4 10.0.0.9", "c=IN IP4 media.example.com")
+    out = h.feed(request("INVITE", cseq=2, branch="z9hG4bKre", to_tag=tag, body=body))
+    assert statuses(out) == [100, 488]
+    assert h.ua.active_calls == 1 and not any(isinstance(e, CallEnded) for e in h.events)
