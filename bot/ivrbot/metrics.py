@@ -10,7 +10,7 @@ or an address in a label.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -18,6 +18,7 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
+from ivrbot.sip.useragent import DROP_REASONS
 from ivrbot.telemetry.budget import STAGES
 
 # 50 ms .. 3 s, denser around the budgets (0.4, 0.5, 0.7, 1.0, 1.5 s).
@@ -68,6 +69,12 @@ class SipStatsLike(Protocol):
     def malformed(self) -> int: ...
     @property
     def untrusted(self) -> int: ...
+    @property
+    def internal_errors(self) -> int: ...
+    @property
+    def app_timeouts(self) -> int: ...
+    @property
+    def dropped(self) -> Mapping[str, int]: ...
 
 
 # feed key -> (metric name without _total, help)
@@ -79,6 +86,21 @@ _FEEDS: dict[str, tuple[str, str]] = {
     "rtp_sent": ("ivrbot_rtp_packets_sent", "RTP packets sent."),
     "sip_malformed": ("ivrbot_sip_messages_malformed", "SIP datagrams that did not parse."),
     "sip_untrusted": ("ivrbot_sip_requests_untrusted", "SIP requests from outside IVRBOT_TRUSTED_PROXIES."),
+    "sip_internal_errors": (
+        "ivrbot_sip_internal_errors",
+        "Bugs caught in the SIP core (the request still got a final 500); must stay 0.",
+    ),
+    "sip_app_timeouts": (
+        "ivrbot_sip_app_timeouts",
+        "INVITEs the application did not decide on within 64*T1 (answered 500).",
+    ),
+}
+_SIP_DROPPED = ("ivrbot_sip_datagrams_dropped", "SIP datagrams that got no answer, by reason.")
+_SIP_FIELDS = {
+    "sip_malformed": "malformed",
+    "sip_untrusted": "untrusted",
+    "sip_internal_errors": "internal_errors",
+    "sip_app_timeouts": "app_timeouts",
 }
 _RTP_FIELDS = {
     "rtp_received": "received",
@@ -126,16 +148,33 @@ class CounterFeeds(Collector):
                 out[k] += getattr(c, attr)
         if self.sip is not None:
             stats = self.sip()
-            out["sip_malformed"] += stats.malformed
-            out["sip_untrusted"] += stats.untrusted
+            for k, attr in _SIP_FIELDS.items():
+                out[k] += getattr(stats, attr)
+        return out
+
+    def dropped(self) -> dict[str, float]:
+        """SIP drops by reason; every known reason is exported from the start, at 0."""
+        out: dict[str, float] = dict.fromkeys(DROP_REASONS, 0.0)
+        if self.sip is not None:
+            for reason, n in self.sip().dropped.items():
+                out[reason] = out.get(reason, 0.0) + n
         return out
 
     def describe(self) -> Iterable[Metric]:
-        return [CounterMetricFamily(name, doc) for name, doc in _FEEDS.values()]
+        return [
+            *(CounterMetricFamily(name, doc) for name, doc in _FEEDS.values()),
+            CounterMetricFamily(*_SIP_DROPPED, labels=["reason"]),
+        ]
 
     def collect(self) -> Iterable[Metric]:
         values = self.values()
-        return [CounterMetricFamily(name, doc, value=values[k]) for k, (name, doc) in _FEEDS.items()]
+        dropped = CounterMetricFamily(*_SIP_DROPPED, labels=["reason"])
+        for reason, n in self.dropped().items():
+            dropped.add_metric([reason], n)
+        return [
+            *(CounterMetricFamily(name, doc, value=values[k]) for k, (name, doc) in _FEEDS.items()),
+            dropped,
+        ]
 
 
 class Metrics:

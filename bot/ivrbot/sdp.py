@@ -8,6 +8,7 @@ into :class:`MediaParams` (what the media layer needs) or raises :class:`NoCommo
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass, field
 
 PCMU_PT = 0
@@ -15,6 +16,16 @@ DEFAULT_PTIME = 20
 _DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
 _MIRROR = {"sendrecv": "sendrecv", "sendonly": "recvonly", "recvonly": "sendonly", "inactive": "inactive"}
 _RTP_PROTOS = ("RTP/AVP", "RTP/AVPF")
+# ASCII only: str.isdigit() takes '²' or '٥', which int() then refuses.
+_UINT_RE = re.compile(r"[0-9]{1,5}")
+_PTIME_RE = re.compile(r"[0-9]{1,5}(?:\.[0-9]{0,3})?")
+
+
+def _uint(text: str, what: str, limit: int) -> int:
+    """A port or payload type: 1-5 ASCII digits up to ``limit``, else SdpError (-> 488)."""
+    if _UINT_RE.fullmatch(text) is None or int(text) > limit:
+        raise SdpError(f"bad {what} {text[:20]!r}")
+    return int(text)
 
 
 class SdpError(ValueError):
@@ -97,9 +108,9 @@ def _connection_address(value: str) -> str:
     try:
         return str(ipaddress.ip_address(addr))
     except ValueError:
-        if not addr or any(c.isspace() for c in addr):
-            raise SdpError(f"bad c= address {addr[:60]!r}") from None
-        return addr  # a host name: kept, the media layer may resolve it
+        # A host name would need DNS, which has no place on the event loop or in the media path
+        # (and a proxy in front always writes an IP): refused, 488.
+        raise SdpError(f"c= address is not an IP address: {addr[:60]!r}") from None
 
 
 @dataclass
@@ -139,10 +150,8 @@ def parse_sdp(text: str) -> SessionDescription:
             parts = value.split()
             if len(parts) < 4:
                 raise SdpError(f"bad m= line {value[:60]!r}")
-            port_text = parts[1].split("/")[0]
-            if not port_text.isdigit() or int(port_text) > 65535:
-                raise SdpError(f"bad m= port {parts[1][:20]!r}")
-            cur = _SectionBuilder(parts[0], int(port_text), parts[2], parts[3:])
+            port = _uint(parts[1].split("/")[0], "m= port", 65535)
+            cur = _SectionBuilder(parts[0], port, parts[2], parts[3:])
         elif kind == "o" and cur is None:
             origin = value
         elif kind == "c":
@@ -158,8 +167,8 @@ def parse_sdp(text: str) -> SessionDescription:
                 cur.attrs.append(value)
                 if value.lower().startswith("rtpmap:"):
                     pt_text, _, enc = value[7:].partition(" ")
-                    if pt_text.isdigit() and enc.strip():
-                        cur.rtpmap[int(pt_text)] = enc.strip()
+                    if enc.strip():
+                        cur.rtpmap[_uint(pt_text, "rtpmap payload type", 127)] = enc.strip()
     if cur is not None:
         media.append(cur.build())
     return SessionDescription(origin, s_conn, tuple(s_attrs), tuple(media))
@@ -194,7 +203,7 @@ def negotiate(session: SessionDescription) -> MediaParams:
     for index, m in enumerate(session.media):
         if m.media != "audio" or m.port == 0 or m.proto.upper() not in _RTP_PROTOS:
             continue
-        pts = [int(f) for f in m.formats if f.isdigit() and int(f) < 128]
+        pts = [_uint(f, "payload type", 127) for f in m.formats]
         audio = next((pt for pt in pts if _encoding(m, pt) == "pcmu/8000"), None)
         if audio is None:
             continue
@@ -204,11 +213,8 @@ def negotiate(session: SessionDescription) -> MediaParams:
             raise SdpError("no c= line for the audio stream")
         ptime_text = _attr_value(m.attributes, "ptime") or _attr_value(session.attributes, "ptime")
         ptime = DEFAULT_PTIME
-        if ptime_text is not None:
-            try:
-                value = round(float(ptime_text))
-            except ValueError:
-                value = DEFAULT_PTIME
+        if ptime_text is not None and _PTIME_RE.fullmatch(ptime_text):
+            value = round(float(ptime_text))  # at most 5 digits: no overflow, no '1e400'
             if 10 <= value <= 60 and value % 10 == 0:
                 ptime = value
         offer_dir = _direction(m.attributes) or _direction(session.attributes) or "sendrecv"

@@ -86,6 +86,8 @@ class ActiveCall:
     transport: OpenSIPSTransport
     trace: CallTrace
     task: asyncio.Task[None] | None = None
+    #: the 200 OK went out (a call cancelled while being set up never is)
+    answered: bool = False
     assistant: CallAssistant | None = None
     stop_worker: Any = None
     answer_version: int = 1
@@ -149,10 +151,20 @@ class CallManager:
             return Reject(500, "Server Internal Error", retry_after=BUSY_RETRY_AFTER)
         finally:
             self._setting_up -= 1
+        return Accept(answer)
+
+    async def on_answered(self, call: CallInfo) -> None:
+        """The 200 OK went out (a call cancelled while being set up never gets here)."""
+        active = self.calls.get(call.call_id)
+        if active is None:
+            return
+        active.answered = True
         self.metrics.call_answered()
         active.trace.answered()
-        clog.info("call answered", remote=call.remote_addr, rtp_port=lease.rtp_port, calls=len(self.calls))
-        return Accept(answer)
+        log.info(
+            "call answered", call_id=call.call_id, remote=call.remote_addr, rtp_port=active.session.local_port,
+            calls=len(self.calls),
+        )
 
     async def on_established(self, call: CallInfo) -> None:
         active = self.calls.get(call.call_id)
@@ -186,7 +198,10 @@ class CallManager:
             self._ending -= 1
         c = active.session.counters
         active.trace.end(reason, packets_received=c.received, packets_sent=c.sent)
-        self.metrics.call_ended(reason)
+        if active.answered:
+            self.metrics.call_ended(reason)
+        else:  # cancelled (or failed) before the 200 OK: never counted as answered
+            self.metrics.call_rejected("cancelled" if reason == "cancelled" else "internal_error")
         clog.info(
             "call ended", reason=reason, seconds=round(time.monotonic() - active.started, 1), calls=len(self.calls)
         )

@@ -62,6 +62,7 @@ class SlowApp:
     invited: list[str] = field(default_factory=list)
     established: list[str] = field(default_factory=list)
     ended: list[tuple[str, str]] = field(default_factory=list)
+    answered: list[str] = field(default_factory=list)
     fail: bool = False
 
     async def on_invite(self, call: CallInfo, offer: SdpOffer) -> Decision:
@@ -70,6 +71,9 @@ class SlowApp:
             raise RuntimeError("application bug")
         await self.release.wait()
         return self.decision
+
+    async def on_answered(self, call: CallInfo) -> None:
+        self.answered.append(call.call_id)
 
     async def on_established(self, call: CallInfo) -> None:
         self.established.append(call.call_id)
@@ -123,6 +127,7 @@ async def test_slow_application_cancel_race(rig: tuple[SipServer, SlowApp, Peer]
     await _wait(lambda: app.ended)
     assert app.ended == [("call-1", "cancelled")]
     assert app.established == []
+    assert app.answered == []  # the Accept came too late: no 200 OK, not an answered call
     await asyncio.sleep(0.1)
     late = [peer.inbox.get_nowait() for _ in range(peer.inbox.qsize())]
     assert not [m for m in late if isinstance(m, SipResponse) and m.status == 200]
@@ -136,6 +141,7 @@ async def test_hangup_sends_bye_along_route_and_waits(rig: tuple[SipServer, Slow
     tag = parse_name_addr(ok.header("To") or "").tag
     peer.send(request("ACK", branch="z9hG4bKack", to_tag=tag, via_host=f"127.0.0.1:{peer.port}"), server)
     await _wait(lambda: app.established)
+    assert app.answered == ["call-1"]
     hangup = asyncio.create_task(server.hangup("call-1"))
     bye = await peer.next_request("BYE")  # arrived at the Record-Route address: this peer
     assert bye.header_all("Route") == [f"<sip:127.0.0.1:{peer.port};lr>"]

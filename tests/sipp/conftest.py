@@ -106,6 +106,9 @@ class TestApplication:
         )
         return Accept(answer)
 
+    async def on_answered(self, call: CallInfo) -> None:
+        pass
+
     async def on_established(self, call: CallInfo) -> None:
         self.established.append(call.call_id)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiohttp
 import pytest
@@ -28,6 +28,9 @@ class FakeRtpCounters:
 class FakeSipStats:
     malformed: int = 0
     untrusted: int = 0
+    internal_errors: int = 0
+    app_timeouts: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
 
 
 async def scrape(session: aiohttp.ClientSession, api: HttpApi) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

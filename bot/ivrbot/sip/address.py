@@ -10,7 +10,7 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 
-from ivrbot.sip.message import SipParseError
+from ivrbot.sip.message import SipParseError, ascii_number
 
 
 def split_quoted(value: str, sep: str) -> list[str]:
@@ -80,9 +80,9 @@ def _split_hostport(text: str) -> tuple[str, int | None]:
         rest = ":" + port_text if _ else ""
     port: int | None = None
     if rest:
-        if not rest.startswith(":") or not rest[1:].isdigit():
+        port = ascii_number(rest[1:], max_digits=5) if rest.startswith(":") else None
+        if port is None:
             raise SipParseError(f"bad port in {text!r}")
-        port = int(rest[1:])
         if not 0 < port < 65536:
             raise SipParseError(f"port out of range in {text!r}")
     if not host or any(c in host for c in " \t<>\"") or host == "[]":
@@ -127,22 +127,28 @@ class SipUri:
         return SipUri(self.scheme, self.user, self.host, self.port, dict(self.params), "", self.raw)
 
 
+_SCHEME_RE = re.compile(r"[a-z][a-z0-9+.-]*")  # RFC 3986 3.1
+
+
 def parse_uri(text: str) -> SipUri:
     text = text.strip()
+    if any(c <= " " or c == "\x7f" for c in text):  # no SP or CTL in a URI (RFC 3986 2)
+        raise SipParseError(f"bad character in URI {text[:80]!r}")
     scheme, colon, rest = text.partition(":")
     scheme = scheme.lower()
-    if not colon or not scheme or not scheme.isascii() or not scheme.replace("+", "").isalnum():
-        raise SipParseError(f"bad URI {text!r}")
+    if not colon or _SCHEME_RE.fullmatch(scheme) is None:
+        raise SipParseError(f"bad URI {text[:80]!r}")
     if scheme not in ("sip", "sips"):
         if not rest:
             raise SipParseError(f"bad URI {text!r}")
         return SipUri(scheme, None, "", None, {}, "", text)
-    rest, _, headers = rest.partition("?")
+    # '?' may appear in the user part, '@' nowhere after it: split the userinfo off first.
     user: str | None = None
     at = rest.rfind("@")
     if at >= 0:
         user = rest[:at]
         rest = rest[at + 1 :]
+    rest, _, headers = rest.partition("?")
     hostport, _, param_text = rest.partition(";")
     host, port = _split_hostport(hostport)
     return SipUri(scheme, user, host.lower(), port, parse_params(param_text), headers, text)
@@ -175,14 +181,21 @@ def parse_name_addr(text: str) -> NameAddress:
     if not text:
         raise SipParseError("empty address")
     lt = -1
-    # Find a '<' outside a quoted display name.
+    # Find a '<' outside a quoted display name (a quoted-pair such as \\ or \" stays inside).
     in_quote = False
+    escaped = False
     for i, ch in enumerate(text):
-        if ch == '"' and (i == 0 or text[i - 1] != "\\"):
+        if escaped:
+            escaped = False
+        elif in_quote and ch == "\\":
+            escaped = True
+        elif ch == '"':
             in_quote = not in_quote
         elif ch == "<" and not in_quote:
             lt = i
             break
+    if in_quote:
+        raise SipParseError(f"unterminated quoted string in {text[:60]!r}")
     if lt >= 0:
         gt = text.find(">", lt)
         if gt < 0:
@@ -217,8 +230,14 @@ class Via:
 _VIA_RE = re.compile(r"^\s*SIP\s*/\s*2\.0\s*/\s*([A-Za-z0-9.!%*_+`'~-]+)\s+(.+)$", re.DOTALL)
 
 
-def parse_via(text: str) -> Via:
-    m = _VIA_RE.match(text)
+_VIA_ANY_VERSION_RE = re.compile(
+    r"^\s*SIP\s*/\s*[0-9]{1,3}\.[0-9]{1,3}\s*/\s*([A-Za-z0-9.!%*_+`'~-]+)\s+(.+)$", re.DOTALL
+)
+
+
+def parse_via(text: str, *, any_version: bool = False) -> Via:
+    """A Via value; ``any_version`` also reads ``SIP/7.0/UDP ...`` (enough to address a 505)."""
+    m = (_VIA_ANY_VERSION_RE if any_version else _VIA_RE).match(text)
     if m is None:
         raise SipParseError(f"bad Via {text[:60]!r}")
     sent_by, _, param_text = m.group(2).strip().partition(";")
@@ -228,9 +247,9 @@ def parse_via(text: str) -> Via:
 
 def parse_cseq(text: str) -> tuple[int, str]:
     parts = text.split()
-    if len(parts) != 2 or not parts[0].isdigit() or len(parts[0]) > 10:
-        raise SipParseError(f"bad CSeq {text!r}")
-    number = int(parts[0])
+    number = ascii_number(parts[0]) if len(parts) == 2 else None
+    if number is None:
+        raise SipParseError(f"bad CSeq {text[:40]!r}")
     if number >= 2**31:
         raise SipParseError(f"CSeq out of range {text!r}")
     return number, parts[1]

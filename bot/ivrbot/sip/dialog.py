@@ -10,7 +10,7 @@ import secrets
 from dataclasses import dataclass, field
 
 from ivrbot.sip.address import NameAddress, SipUri, ip_literal, parse_name_addr, parse_uri
-from ivrbot.sip.message import SipParseError, SipRequest
+from ivrbot.sip.message import SipParseError, SipRequest, ascii_number
 
 Addr = tuple[str, int]
 
@@ -58,7 +58,7 @@ class Dialog:
             remote_target=target,
             route_set=routes,
             local_cseq=secrets.randbelow(10_000) + 1,
-            remote_cseq=int(cseq_text) if cseq_text.isdigit() else 0,
+            remote_cseq=ascii_number(cseq_text) or 0,
         )
 
     def refresh_target(self, request: SipRequest) -> None:

@@ -89,8 +89,9 @@ LIST_HEADERS = frozenset(
     }
 )
 
-_TOKEN_RE = re.compile(r"^[A-Za-z0-9.!%*_+`'~-]+$")
-_STATUS_RE = re.compile(r"^SIP/2\.0 ([1-6][0-9][0-9]) ?(.*)$", re.IGNORECASE)
+_TOKEN_RE = re.compile(r"^[A-Za-z0-9.!%*_+`'~-]+\Z")
+_STATUS_RE = re.compile(r"^SIP/2\.0 ([1-6][0-9][0-9])(?: (.*))?$", re.IGNORECASE)
+_DIGITS_RE = re.compile(r"[0-9]+")
 
 
 class SipParseError(ValueError):
@@ -236,8 +237,47 @@ def _split_head(data: bytes) -> tuple[bytes, bytes]:
     return data.rstrip(b"\r\n"), b""
 
 
+def ascii_number(text: str, *, max_digits: int = 10) -> int | None:
+    """The value of ``1*DIGIT`` (ASCII only, leading zeros allowed), or None.
+
+    ``str.isdigit()`` accepts Unicode digits ('²', '٥') that no SIP peer means; protocol numbers
+    go through here. More than ``max_digits`` significant digits is None too (no 4300-digit int).
+    """
+    if _DIGITS_RE.fullmatch(text) is None:
+        return None
+    significant = text.lstrip("0")
+    if len(significant) > max_digits:
+        return None
+    return int(significant or "0")
+
+
+def _parse_start(start: str) -> tuple[SipRequest | SipResponse, SipParseError | None]:
+    """The start line, or the error it deserves once the headers are read (505, 400 + partial)."""
+    if start.upper().startswith("SIP/"):
+        m = _STATUS_RE.match(start)
+        if m is None:
+            raise SipParseError(f"bad status line {start[:80]!r}")
+        return SipResponse(status=int(m.group(1)), reason=(m.group(2) or "").strip()), None
+    parts = start.split(" ")
+    if len(parts) < 3 or not _TOKEN_RE.match(parts[0]) or "\x00" in start:
+        raise SipParseError(f"bad request line {start[:80]!r}")
+    version = parts[-1]
+    if not version.upper().startswith("SIP/"):
+        raise SipParseError(f"bad request line {start[:80]!r}")
+    uri = " ".join(parts[1:-1])
+    msg = SipRequest(method=parts[0], uri=uri.strip())
+    if version.upper() != "SIP/2.0":
+        return msg, SipParseError(f"unsupported version {version[:20]!r}", status=505, partial=msg)
+    if not msg.uri or any(c in msg.uri for c in " \t") or ":" not in msg.uri:
+        return msg, SipParseError(f"bad Request-URI {msg.uri[:80]!r}", partial=msg)
+    return msg, None
+
+
 def parse_message(data: bytes) -> SipRequest | SipResponse:
-    """Parse one datagram. Raises SipParseError (with ``partial`` when the head was readable)."""
+    """Parse one datagram. Raises SipParseError (with ``partial`` when the head was readable).
+
+    For any input it returns a message or raises SipParseError, nothing else.
+    """
     data = data.lstrip(b"\r\n")
     if not data:
         raise SipParseError("empty message")
@@ -246,27 +286,10 @@ def parse_message(data: bytes) -> SipRequest | SipResponse:
         text = head.decode("utf-8")
     except UnicodeDecodeError:
         text = head.decode("latin-1")
-    if "\x00" in text:
-        raise SipParseError("NUL byte in message head")
     lines = re.split(r"\r?\n", text)
-    start = lines[0].strip()
-    msg: SipRequest | SipResponse
-    if start.upper().startswith("SIP/"):
-        m = _STATUS_RE.match(start)
-        if m is None:
-            raise SipParseError(f"bad status line {start[:80]!r}")
-        msg = SipResponse(status=int(m.group(1)), reason=m.group(2).strip())
-    else:
-        parts = start.split()
-        if len(parts) != 3 or not _TOKEN_RE.match(parts[0]):
-            raise SipParseError(f"bad request line {start[:80]!r}")
-        msg = SipRequest(method=parts[0], uri=parts[1])
-        if parts[2].upper() != "SIP/2.0":
-            if parts[2].upper().startswith("SIP/"):
-                raise SipParseError(f"unsupported version {parts[2][:20]!r}", status=505, partial=msg)
-            raise SipParseError(f"bad request line {start[:80]!r}")
-        if ":" not in msg.uri:
-            raise SipParseError(f"bad Request-URI {msg.uri[:80]!r}", partial=msg)
+    # Several SP between the elements or trailing SP: tolerated (RFC 4475 3.1.2.9/10 allow it).
+    start = re.sub(r" +", " ", lines[0].strip(" \t\r"))
+    msg, start_error = _parse_start(start)
     # Unfold: a line starting with whitespace continues the previous one.
     fields: list[str] = []
     for line in lines[1:]:
@@ -297,13 +320,16 @@ def parse_message(data: bytes) -> SipRequest | SipResponse:
                 msg.headers.add(name, item)
         else:
             msg.headers.add(name, value)
+    # A foreign version is answered 505 whatever else is wrong; the headers make it answerable.
+    if start_error is not None:
+        raise start_error
     if error is not None:
         raise error
     lengths = msg.headers.get_all("Content-Length")
     if lengths:
-        if len(set(lengths)) != 1 or not lengths[0].isdigit() or len(lengths[0]) > 9:
+        length = ascii_number(lengths[0], max_digits=9)
+        if length is None or any(ascii_number(v, max_digits=9) != length for v in lengths):
             raise SipParseError(f"bad Content-Length {lengths[0][:20]!r}", partial=msg)
-        length = int(lengths[0])
         if length > len(body):
             raise SipParseError(
                 f"truncated body: Content-Length {length}, {len(body)} bytes", partial=msg

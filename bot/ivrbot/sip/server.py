@@ -39,6 +39,9 @@ Addr = tuple[str, int]
 class CallApplication(Protocol):
     async def on_invite(self, call: CallInfo, offer: SdpOffer) -> Decision: ...
 
+    async def on_answered(self, call: CallInfo) -> None:
+        """The 200 OK went out: an Accept the caller cancelled meanwhile never gets here."""
+
     async def on_established(self, call: CallInfo) -> None: ...
 
     async def on_reinvite(self, call: CallInfo, offer: SdpOffer) -> Decision: ...
@@ -240,8 +243,10 @@ class SipServer:
             decision = Reject(500)
         if isinstance(decision, Accept):
             self._accepted.add(call.call_id)
-        self.core.answer_invite(call.call_id, decision, asyncio.get_running_loop().time())
+        answered = self.core.answer_invite(call.call_id, decision, asyncio.get_running_loop().time())
         self._flush()
+        if answered and isinstance(decision, Accept):
+            await self._app.on_answered(call)
 
     async def _run_reinvite(self, call: CallInfo, offer: SdpOffer) -> None:
         decision: Decision

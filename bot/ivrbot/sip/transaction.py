@@ -84,6 +84,8 @@ class InviteServerTxn:
     retransmit: Retransmitter | None = None
     expires_at: float | None = None
     initial: bool = True
+    #: while proceeding: when the application's decision is overdue (None: not waiting for it)
+    app_deadline: float | None = None
 
 
 @dataclass

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import ipaddress
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from ivrbot.logs import get_logger
 from ivrbot.sdp import NoCommonCodec, SdpError, SdpOffer, parse_offer
-from ivrbot.sip.address import Via, ip_literal, parse_cseq, parse_name_addr, parse_via
+from ivrbot.sip.address import Via, ip_literal, parse_cseq, parse_name_addr, parse_uri, parse_via
 from ivrbot.sip.dialog import Dialog, new_tag, parse_target
 from ivrbot.sip.events import (
     Accept,
@@ -32,6 +32,7 @@ from ivrbot.sip.message import (
     SipParseError,
     SipRequest,
     SipResponse,
+    ascii_number,
     is_keepalive,
     parse_message,
 )
@@ -57,7 +58,9 @@ REASONS = {
     400: "Bad Request",
     403: "Forbidden",
     405: "Method Not Allowed",
+    406: "Not Acceptable",
     415: "Unsupported Media Type",
+    416: "Unsupported URI Scheme",
     420: "Bad Extension",
     480: "Temporarily Unavailable",
     481: "Call/Transaction Does Not Exist",
@@ -69,10 +72,20 @@ REASONS = {
     489: "Bad Event",
     491: "Request Pending",
     500: "Server Internal Error",
+    501: "Not Implemented",
     503: "Service Unavailable",
     505: "Version Not Supported",
 }
 _REQUIRED = ("Via", "From", "To", "Call-ID", "CSeq")
+#: Headers that may appear once (RFC 3261 7.3.1: only list headers may repeat).
+_SINGLE = ("From", "To", "Call-ID", "CSeq", "Max-Forwards", "Content-Type")
+#: Methods of RFC 3261 and its common extensions: those the bot does not do get 405, others 501.
+KNOWN_METHODS = frozenset(
+    {"INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK", "SUBSCRIBE", "NOTIFY",
+     "PUBLISH", "INFO", "REFER", "MESSAGE", "UPDATE"}
+)
+_URI_SCHEMES = ("sip", "sips")
+_SDP_ACCEPTED = ("application/sdp", "application/*", "*/*")
 _NO_DIALOG_METHODS = {"BYE", "NOTIFY", "INFO", "UPDATE", "PRACK"}
 
 
@@ -87,9 +100,12 @@ class SipStats:
     retransmits_sent: int = 0
     stray: int = 0
     internal_errors: int = 0
+    app_timeouts: int = 0
     calls: int = 0
     responses: Counter[int] = field(default_factory=Counter)
     rejected: Counter[int] = field(default_factory=Counter)
+    #: datagrams that got no answer, by reason: malformed, untrusted, stray (DROP_REASONS)
+    dropped: Counter[str] = field(default_factory=Counter)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -100,10 +116,15 @@ class SipStats:
             "retransmits_sent": self.retransmits_sent,
             "stray": self.stray,
             "internal_errors": self.internal_errors,
+            "app_timeouts": self.app_timeouts,
             "calls": self.calls,
             "responses": dict(self.responses),
             "rejected": dict(self.rejected),
+            "dropped": dict(self.dropped),
         }
+
+
+DROP_REASONS = ("malformed", "untrusted", "stray")
 
 
 @dataclass
@@ -155,6 +176,8 @@ class UserAgent:
         self._out: list[tuple[bytes, Addr]] = []
         self._events: list[Event] = []
         self._logged_untrusted: set[str] = set()
+        #: the request being handled, so that a bug still gets it a final answer
+        self._inflight: tuple[SipRequest, Via, Addr] | None = None
 
     # ---- outputs -------------------------------------------------------------------------
     def take_datagrams(self) -> list[tuple[bytes, Addr]]:
@@ -185,13 +208,18 @@ class UserAgent:
 
     # ---- input ---------------------------------------------------------------------------
     def feed(self, data: bytes, addr: Addr, now: float) -> None:
-        """One received datagram. Never raises: a bug is counted as ``internal_errors``."""
+        """One received datagram. Never raises: a bug is counted as ``internal_errors`` and every
+        server transaction it left without a final response gets 500 (:meth:`_recover`)."""
         self.stats.received += 1
+        self._inflight = None
         try:
             self._feed(data, addr, now)
         except Exception:
             self.stats.internal_errors += 1
             log.exception("sip.internal_error", source=f"{addr[0]}:{addr[1]}", size=len(data))
+            self._recover(now)
+        finally:
+            self._inflight = None
 
     def tick(self, now: float) -> None:
         try:
@@ -199,6 +227,42 @@ class UserAgent:
         except Exception:
             self.stats.internal_errors += 1
             log.exception("sip.internal_error_in_timers")
+            self._recover(now)
+
+    @property
+    def open_transactions(self) -> int:
+        """Server transactions not yet freed (each is freed by its own timer)."""
+        return len(self._ists) + len(self._nists)
+
+    def _recover(self, now: float) -> None:
+        """After a bug: the request being handled and every INVITE transaction nobody will answer
+        (not waiting for the application) get a final 500, so each one still ends and expires."""
+        try:
+            inflight, self._inflight = self._inflight, None
+            if inflight is not None:
+                req, via, addr = inflight
+                key = server_key(req, via)
+                if req.method == "INVITE" and key not in self._ists:
+                    self._new_ist(req, via, addr, initial=False)
+                elif req.method not in ("INVITE", "ACK") and key not in self._nists:
+                    self._reply_non_invite(req, via, addr, now, 500, to_tag=new_tag())
+            for ist in list(self._ists.values()):
+                if ist.state == "proceeding" and ist.app_deadline is None:
+                    self._fail_ist(ist, now, "error")
+        except Exception:
+            self.stats.internal_errors += 1
+            log.exception("sip.internal_error_in_recovery")
+
+    def _fail_ist(self, ist: InviteServerTxn, now: float, reason: str) -> None:
+        """500 to an INVITE left proceeding; the call it would have made (if any) ends."""
+        self._invite_final(ist, 500, now)
+        call = self._calls.get(ist.call_id)
+        if call is None:
+            return
+        if call.txn is ist:
+            self._end(call, reason)
+        elif call.reinvite is ist:
+            call.reinvite = None
 
     def next_deadline(self) -> float | None:
         times: list[float] = []
@@ -207,6 +271,8 @@ class UserAgent:
                 times.append(min(ist.retransmit.next_at, ist.retransmit.deadline))
             if ist.expires_at is not None:
                 times.append(ist.expires_at)
+            if ist.app_deadline is not None and ist.state == "proceeding":
+                times.append(ist.app_deadline)
         times.extend(n.expires_at for n in self._nists.values())
         for c in self._clients.values():
             times.append(min(c.retransmit.next_at, c.retransmit.deadline))
@@ -254,13 +320,21 @@ class UserAgent:
             self._logged_untrusted.add(addr[0])
             log.warning("sip.untrusted_source", source=addr[0])
         if isinstance(msg, SipRequest) and msg.method != "ACK" and self._answerable(msg):
-            self._send_response(msg, addr, 403)
+            self._send_response(msg, addr, 403, to_tag=new_tag())
+        else:
+            self.stats.dropped["untrusted"] += 1
 
     def _validate(self, req: SipRequest) -> Via:
         for name in _REQUIRED:
             if req.header(name) is None:
                 raise SipParseError(f"missing {name}")
-        via = parse_via(req.header_all("Via")[0])
+        for name in _SINGLE:
+            if len(req.header_all(name)) > 1:
+                raise SipParseError(f"more than one {name}")
+        vias = req.header_all("Via")
+        via = parse_via(vias[0])
+        for other in vias[1:]:  # stray separators make empty or broken entries (RFC 4475 3.1.2.1)
+            parse_via(other)
         parse_name_addr(req.header("From") or "")
         parse_name_addr(req.header("To") or "")
         if not (req.header("Call-ID") or "").strip():
@@ -269,23 +343,27 @@ class UserAgent:
         if method != req.method:
             raise SipParseError(f"CSeq method {method!r} does not match {req.method!r}")
         mf = req.header("Max-Forwards")
-        if mf is not None and (not mf.isdigit() or len(mf) > 3):
+        if mf is not None and ascii_number(mf) is None:
             raise SipParseError(f"bad Max-Forwards {mf[:10]!r}")
+        parse_uri(req.uri)
+        if req.method == "INVITE":  # what the dialog is built from must parse now, not at the answer
+            for rr in req.header_all("Record-Route"):
+                parse_name_addr(rr)
         return via
 
     def _answerable(self, msg: SipRequest) -> bool:
-        """Enough headers to address a response: a parseable top Via, From, To, Call-ID, CSeq."""
+        """A response can be addressed: the top Via parses (the client matches on its branch).
+
+        Whatever else is missing or broken is copied as it is, or left out, in the 400.
+        """
+        vias = msg.header_all("Via")
+        if not vias:
+            return False
         try:
-            vias = msg.header_all("Via")
-            if not vias:
-                return False
-            parse_via(vias[0])
-            parse_name_addr(msg.header("From") or "")
-            parse_name_addr(msg.header("To") or "")
-            parse_cseq(msg.header("CSeq") or "")
-            return bool((msg.header("Call-ID") or "").strip())
+            parse_via(vias[0], any_version=True)
         except SipParseError:
             return False
+        return True
 
     def _malformed(self, reason: str, status: int, partial: object, addr: Addr) -> None:
         self.stats.malformed += 1
@@ -296,9 +374,15 @@ class UserAgent:
         if answered:
             assert isinstance(partial, SipRequest)
             self._send_response(
-                partial, addr, status, to_tag=new_tag(),
-                extra=[("Warning", f'399 {self._host()} "{reason[:100]}"')],
+                partial, addr, status, to_tag=new_tag(), extra=[("Warning", self._warning(399, reason))]
             )
+        else:
+            self.stats.dropped["malformed"] += 1
+
+    def _warning(self, code: int, text: str) -> str:
+        """A Warning value; the text (which may quote the peer's bytes) made a safe quoted-string."""
+        safe = "".join(c if c.isprintable() and c not in '"\\' else "'" for c in text[:100])
+        return f'{code} {self._host()} "{safe}"'
 
     # ---- responses we send ---------------------------------------------------------------
     def _build_response(
@@ -322,17 +406,23 @@ class UserAgent:
         if code in (200,) and req.method == "INVITE":
             for rr in req.header_all("Record-Route"):
                 h.add("Record-Route", rr)
-        h.add("From", req.header("From") or "")
-        to = req.header("To") or ""
-        if code > 100 and to_tag is not None:
-            try:
-                if parse_name_addr(to).tag is None:
-                    to = f"{to};tag={to_tag}"
-            except SipParseError:
-                pass
-        h.add("To", to)
-        h.add("Call-ID", req.header("Call-ID") or "")
-        h.add("CSeq", req.header("CSeq") or "")
+        # A 400 may answer a request that lacks some of these: what is there is copied as it is.
+        from_ = req.header("From")
+        if from_ is not None:
+            h.add("From", from_)
+        to = req.header("To")
+        if to is not None:
+            if code > 100 and to_tag is not None:
+                try:
+                    if parse_name_addr(to).tag is None:
+                        to = f"{to};tag={to_tag}"
+                except SipParseError:
+                    pass
+            h.add("To", to)
+        for name in ("Call-ID", "CSeq"):
+            value = req.header(name)
+            if value is not None:
+                h.add(name, value)
         h.add("Server", self.config.user_agent)
         for name, value in extra:
             h.add(name, value)
@@ -400,16 +490,19 @@ class UserAgent:
             if ist.last_response is not None and ist.state != "confirmed":
                 self._out.append((ist.last_response, addr))
             return
-        mf = req.header("Max-Forwards")
-        if mf is not None and int(mf) == 0 and req.method not in ("OPTIONS",):
-            self._reply_non_invite(req, via, addr, now, 483, to_tag=new_tag())
+        self._inflight = (req, via, addr)
+        # Max-Forwards 0 is not checked: it only limits proxies; a UAS processes the request
+        # (RFC 4475 3.3.11).
+        if req.method not in KNOWN_METHODS:
+            self._reply_non_invite(req, via, addr, now, 501, to_tag=new_tag(), extra=[("Allow", ALLOW)])
+            return
+        if parse_uri(req.uri).scheme not in _URI_SCHEMES:
+            self._reply_final(req, via, addr, now, 416)
             return
         if req.method not in ("CANCEL",):
             require = [t.strip() for v in req.header_all("Require") for t in v.split(",") if t.strip()]
             if require:
-                self._reply_non_invite(
-                    req, via, addr, now, 420, to_tag=new_tag(), extra=[("Unsupported", ", ".join(require))]
-                )
+                self._reply_final(req, via, addr, now, 420, extra=[("Unsupported", ", ".join(require))])
                 return
         if req.method == "CANCEL":
             self._on_cancel(req, via, addr, now)
@@ -439,12 +532,23 @@ class UserAgent:
             extra=[("Allow", ALLOW), ("Accept", "application/sdp"), ("Supported", "")],
         )
 
+    def _reply_final(
+        self, req: SipRequest, via: Via, addr: Addr, now: float, code: int, extra: list[tuple[str, str]] | None = None
+    ) -> None:
+        """A final refusal before any processing, in the transaction kind the method needs."""
+        if req.method == "INVITE":
+            ist = self._new_ist(req, via, addr, initial=False)
+            self._invite_final(ist, code, now, to_tag=new_tag(), extra=extra or [])
+        else:
+            self._reply_non_invite(req, via, addr, now, code, to_tag=new_tag(), extra=extra or [])
+
     def _invite_final(self, ist: InviteServerTxn, code: int, now: float, **kw: object) -> None:
         """Send a non-2xx final: retransmitted (Timer G) until ACK, forgotten after Timer H."""
         data = self._send_response(ist.request, ist.addr, code, **kw)  # type: ignore[arg-type]
         t = self.config.timers
         ist.state = "completed"
         ist.last_response = data
+        ist.app_deadline = None
         ist.retransmit = Retransmitter(data, ist.addr, now + t.t1, t.t1, t.t2, now + t.timeout)
         ist.expires_at = now + t.timeout
 
@@ -458,8 +562,13 @@ class UserAgent:
     def _check_offer(self, ist: InviteServerTxn, to_tag: str, now: float) -> SdpOffer | None:
         req = ist.request
         ctype = (req.header("Content-Type") or "").split(";")[0].strip().lower()
+        accept = [a.split(";")[0].strip().lower() for a in req.header_all("Accept")]
+        if any(accept) and not any(a in _SDP_ACCEPTED for a in accept):
+            # An SDP answer would break the offerer's own Accept (RFC 4475 3.3.15).
+            self._invite_final(ist, 406, now, to_tag=to_tag, extra=[("Accept", "application/sdp")])
+            return None
         if not req.body.strip():
-            self._invite_final(ist, 488, now, to_tag=to_tag, extra=[("Warning", f'399 {self._host()} "no SDP offer"')])
+            self._invite_final(ist, 488, now, to_tag=to_tag, extra=[("Warning", self._warning(399, "no SDP offer"))])
             return None
         if ctype and ctype != "application/sdp":
             self._invite_final(ist, 415, now, to_tag=to_tag, extra=[("Accept", "application/sdp")])
@@ -467,9 +576,9 @@ class UserAgent:
         try:
             return parse_offer(req.body)
         except NoCommonCodec as exc:
-            warning = f'305 {self._host()} "{exc}"'
+            warning = self._warning(305, str(exc))
         except SdpError as exc:
-            warning = f'399 {self._host()} "bad SDP: {str(exc)[:80]}"'
+            warning = self._warning(399, f"bad SDP: {exc}")
         self._invite_final(ist, 488, now, to_tag=to_tag, extra=[("Warning", warning)])
         return None
 
@@ -508,6 +617,7 @@ class UserAgent:
         self._calls[call_id] = _Call(info, req, addr, ist)
         self.stats.calls += 1
         log.info("sip.invite", call_id=call_id, source=f"{addr[0]}:{addr[1]}", from_uri=info.from_uri)
+        ist.app_deadline = now + self.config.timers.timeout
         self._events.append(IncomingCall(info, offer))
 
     @staticmethod
@@ -517,17 +627,38 @@ class UserAgent:
         return int(ist.last_response[8:11])
 
     def answer_invite(self, call_id: str, decision: Decision, now: float) -> bool:
-        """Apply the application's decision on a new call; False if the call is gone (cancelled)."""
+        """Apply the application's decision on a new call; False if the call is gone (cancelled).
+
+        Never raises: if applying it fails, the INVITE gets 500 and the call ends ("error").
+        """
+        return self._guarded(call_id, now, lambda: self._answer_invite(call_id, decision, now))
+
+    def _guarded(self, call_id: str, now: float, apply: Callable[[], bool]) -> bool:
+        try:
+            return apply()
+        except Exception:
+            self.stats.internal_errors += 1
+            log.exception("sip.internal_error_in_answer", call_id=call_id)
+            call = self._calls.get(call_id)
+            try:
+                for ist in (call.txn, call.reinvite) if call is not None else ():
+                    if ist is not None and ist.state == "proceeding":
+                        self._fail_ist(ist, now, "error")
+            except Exception:
+                self.stats.internal_errors += 1
+                log.exception("sip.internal_error_in_recovery", call_id=call_id)
+            self._recover(now)
+            return False
+
+    def _answer_invite(self, call_id: str, decision: Decision, now: float) -> bool:
         call = self._calls.get(call_id)
         if call is None or call.state != "pending":
             return False
         ist = call.txn
         if isinstance(decision, Reject):
-            extra = [("Retry-After", str(decision.retry_after))] if decision.retry_after is not None else []
-            self._invite_final(
-                ist, decision.code, now, reason=decision.reason or None, to_tag=call.info.local_tag, extra=extra
-            )
-            self.stats.rejected[decision.code] += 1
+            code, reason, extra = _refusal(decision)
+            self._invite_final(ist, code, now, reason=reason, to_tag=call.info.local_tag, extra=extra)
+            self.stats.rejected[code] += 1
             self._end(call, "rejected")
             return True
         call.dialog = Dialog.from_invite(call.invite, call.info.local_tag)
@@ -577,14 +708,17 @@ class UserAgent:
         call = self._calls.get(call_id)
         cseq, _ = parse_cseq(req.header("CSeq") or "")
         to_tag = parse_name_addr(req.header("To") or "").tag
-        if call is None or to_tag != call.info.local_tag:
+        from_tag = parse_name_addr(req.header("From") or "").tag or ""
+        if call is None or to_tag != call.info.local_tag or from_tag != call.info.from_tag:
             self.stats.stray += 1
+            self.stats.dropped["stray"] += 1
             return
         for txn in (call.txn, call.reinvite):
             if txn is not None and txn.state == "accepted" and txn.cseq == cseq:
                 self._confirm(call, txn, now)
                 return
         self.stats.stray += 1  # a retransmitted ACK or one for nothing we sent: absorbed
+        self.stats.dropped["stray"] += 1
 
     def _confirm(self, call: _Call, txn: InviteServerTxn, now: float) -> None:
         txn.state = "confirmed"
@@ -655,18 +789,21 @@ class UserAgent:
         if offer is None:
             return
         call.reinvite = ist
+        ist.app_deadline = now + self.config.timers.timeout
         self._events.append(IncomingReinvite(call.info, offer))
 
     def answer_reinvite(self, call_id: str, decision: Decision, now: float) -> bool:
+        """Apply the application's decision on a re-INVITE; never raises (500 if it fails)."""
+        return self._guarded(call_id, now, lambda: self._answer_reinvite(call_id, decision, now))
+
+    def _answer_reinvite(self, call_id: str, decision: Decision, now: float) -> bool:
         call = self._calls.get(call_id)
         if call is None or call.reinvite is None or call.reinvite.state != "proceeding" or call.dialog is None:
             return False
         ist = call.reinvite
         if isinstance(decision, Reject):
-            extra = [("Retry-After", str(decision.retry_after))] if decision.retry_after is not None else []
-            self._invite_final(
-                ist, decision.code, now, reason=decision.reason or None, to_tag=call.info.local_tag, extra=extra
-            )
+            code, reason, extra = _refusal(decision)
+            self._invite_final(ist, code, now, reason=reason, to_tag=call.info.local_tag, extra=extra)
             call.reinvite = None
             return True
         call.dialog.refresh_target(ist.request)
@@ -768,6 +905,7 @@ class UserAgent:
         txn = self._clients.get(branch or "")
         if txn is None:
             self.stats.stray += 1
+            self.stats.dropped["stray"] += 1
             return
         if resp.status < 200:
             txn.state = "proceeding"
@@ -805,6 +943,12 @@ class UserAgent:
 
     # ---- timers --------------------------------------------------------------------------
     def _tick(self, now: float) -> None:
+        for ist in list(self._ists.values()):
+            if ist.state == "proceeding" and ist.app_deadline is not None and now >= ist.app_deadline:
+                # The application never decided: the caller gets 500, not an endless 100.
+                self.stats.app_timeouts += 1
+                log.warning("sip.app_timeout", call_id=ist.call_id)
+                self._fail_ist(ist, now, "app_timeout")
         for key, ist in list(self._ists.items()):
             r = ist.retransmit
             if ist.state == "accepted" and r is not None and r.expired(now):
@@ -851,11 +995,21 @@ class UserAgent:
         self._end(call, "ack_timeout")
 
 
+def _refusal(decision: Reject) -> tuple[int, str | None, list[tuple[str, str]]]:
+    """The final response for an application's Reject: a code outside 300..699 becomes 500."""
+    code = decision.code if 300 <= decision.code <= 699 else 500
+    reason = decision.reason if decision.reason and code == decision.code else None
+    if reason is not None and not all(c.isprintable() for c in reason):
+        reason = None
+    extra = [("Retry-After", str(decision.retry_after))] if decision.retry_after is not None else []
+    return code, reason, extra
+
+
 def _sipfrag_status(body: bytes) -> int | None:
     """Status code of a message/sipfrag body ("SIP/2.0 200 OK")."""
     first = body.decode("utf-8", errors="replace").lstrip().split("\n", 1)[0].strip()
     parts = first.split()
-    if len(parts) >= 2 and parts[0].upper() == "SIP/2.0" and parts[1].isdigit() and len(parts[1]) == 3:
-        return int(parts[1])
+    if len(parts) >= 2 and parts[0].upper() == "SIP/2.0" and len(parts[1]) == 3:
+        return ascii_number(parts[1])
     return None
 
