@@ -23,7 +23,7 @@ import pytest
 import pytest_asyncio
 
 from ivrbot.caller import CallFailed, SipCaller
-from ivrbot.local import LocalBot, LocalBotConfig, free_port
+from ivrbot.local import LocalBot, LocalBotConfig, free_port, wait_for_event
 
 KAMAILIO = shutil.which("kamailio", path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"]))
 CONFIG = Path(__file__).with_name("kamailio.cfg")
@@ -168,6 +168,11 @@ def answered_by(bot: LocalBot, call_id: str) -> bool:
     return any(e.get("event") == "call answered" for e in bot.events(call_id))
 
 
+async def answered(bot: LocalBot, call_id: str) -> bool:
+    """The bot logs "call answered" just after its 200 OK leaves, so the caller can see the 200 first."""
+    return await wait_for_event(bot, call_id, "call answered", 5.0) is not None
+
+
 def refused_at_capacity(bot: LocalBot, call_id: str) -> bool:
     return any(e.get("event") == "call refused: at capacity" for e in bot.events(call_id))
 
@@ -189,14 +194,14 @@ async def test_a_bot_at_capacity_is_failed_over_and_stays_in_the_pool(
     async with SipCaller(proxy.target, answer_timeout=20) as first:
         cid1 = first.record.call_id
         assert first.record.status == 200
-        assert answered_by(a, cid1), "precondition: the proxy tries bot A first"
+        assert await answered(a, cid1), "precondition: the proxy tries bot A first"
 
         # A is at max_calls=1: it refuses with 503 + Retry-After, the proxy goes on to B.
         async with SipCaller(proxy.target, answer_timeout=20) as second:
             cid2 = second.record.call_id
             assert second.record.status == 200
             assert refused_at_capacity(a, cid2)
-            assert answered_by(b, cid2)
+            assert await answered(b, cid2)
             assert not answered_by(a, cid2)
             assert proxy.tried(cid2) == [
                 ("relay", a.sip_port), ("failover", a.sip_port), ("relay", b.sip_port)
@@ -209,7 +214,7 @@ async def test_a_bot_at_capacity_is_failed_over_and_stays_in_the_pool(
     # A was not marked down by its 503: with no ping for minutes, the next call reaches it again.
     async with SipCaller(proxy.target, answer_timeout=20) as third:
         assert third.record.status == 200
-        assert answered_by(a, third.record.call_id)
+        assert await answered(a, third.record.call_id)
         assert proxy.tried(third.record.call_id) == [("relay", a.sip_port)]
     assert await wait_ended(a, third.record.call_id)
 
@@ -236,13 +241,13 @@ async def test_a_bot_that_does_not_answer_is_marked_down(
 
     async with SipCaller(proxy.target, answer_timeout=20) as first:
         cid1 = first.record.call_id
-        assert answered_by(b, cid1)
+        assert await answered(b, cid1)
         assert proxy.tried(cid1) == [("relay", dead), ("failover", dead), ("relay", b.sip_port)]
         (line,) = proxy.failovers(cid1)
         assert "code=408" in line and "mark=down" in line
     # Marked down: the next call goes straight to B.
     async with SipCaller(proxy.target, answer_timeout=20) as second:
-        assert answered_by(b, second.record.call_id)
+        assert await answered(b, second.record.call_id)
         assert proxy.tried(second.record.call_id) == [("relay", b.sip_port)]
 
 
@@ -261,7 +266,7 @@ async def test_a_draining_bot_is_failed_over_too(
         proxy = await make_proxy([(draining.sip_port, 10), (b.sip_port, 5)])
         async with SipCaller(proxy.target, answer_timeout=20) as call:
             cid = call.record.call_id
-            assert answered_by(b, cid) and not answered_by(draining, cid)
+            assert await answered(b, cid) and not answered_by(draining, cid)
             assert proxy.tried(cid) == [("relay", draining.sip_port), ("failover", draining.sip_port),
                                         ("relay", b.sip_port)]
             (line,) = proxy.failovers(cid)
