@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from ivrbot.sidecars import piper_server as piper
 from ivrbot.sidecars import vosk_server as vosk
-from ivrbot.sidecars.text_segments import split_segments
+from ivrbot.sidecars.text_segments import speakable, split_phonemes, split_segments
 
 DEFAULT = vosk.RecognizerConfig()
 
@@ -172,6 +172,29 @@ def test_piper_utterance_queues_only_bounded_segments_and_keeps_all_text(
         return "".join(s.split())
 
     assert squash("".join(queued)) == squash(sent)
+
+
+_PHONEMES = st.lists(st.one_of(st.sampled_from([" ", " ", ",", ";", "—", "ˈ", "ə", "n", "t", "a"]),
+                                st.characters(categories=["L"])), max_size=600)
+
+
+@given(_PHONEMES, st.integers(1, 120))
+def test_piper_phoneme_passes_are_bounded_lossless_and_cut_at_word_breaks(phonemes: list[str], cap: int) -> None:
+    parts = split_phonemes(phonemes, cap)
+    assert [p for part in parts for p in part] == phonemes
+    assert all(1 <= len(part) <= cap for part in parts)
+    for part in parts[:-1]:
+        if " " in part:
+            assert part[-1] == " ", part  # a word break was available: the cut is at one
+        else:
+            assert len(part) == cap
+        pause_breaks = [i for i in range(2, len(part) + 1) if part[i - 1] == " " and part[i - 2] in ",;:—–"]
+        if pause_breaks:
+            assert pause_breaks[-1] == len(part), part  # ...after the last pause, when there is one
+
+
+def test_piper_control_characters_become_spaces() -> None:
+    assert speakable("a\x00b\x07c\x7fd\te\nf\rg") == "a b c d\te\nf\rg"
 
 
 # --- Both servers: lone surrogates, deep nesting, huge numbers (issue 10, items 8 and 11) ----------

@@ -18,8 +18,9 @@ Why these rules:
 - ``cancel`` ends every live utterance with that id (playing or queued) with reason ``cancelled``;
   audio stops at once, the sentence being synthesized in a thread is discarded when it finishes.
 - A malformed message gets ``{"type": "error", "message": ...}`` and the connection stays usable.
-- Memory stays bounded whatever the text: Piper never gets more than ``segment_chars`` at once
-  (text_segments), and an utterance holds at most ``max_text`` characters not yet synthesized.
+- Memory stays bounded whatever the text: Piper never gets more than ``segment_chars`` characters
+  nor a pass of more than ``max_phonemes`` phonemes (text_segments), and an utterance holds at most
+  ``max_text`` characters not yet synthesized.
 """
 
 from __future__ import annotations
@@ -31,12 +32,13 @@ import os
 import re
 import sys
 import time
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeGuard, TypeVar
 
+import numpy as np
 from websockets.asyncio import server as ws_server
 from websockets.asyncio.server import Server, ServerConnection
 from websockets.exceptions import ConnectionClosed
@@ -44,7 +46,13 @@ from websockets.exceptions import ConnectionClosed
 from ivrbot.logs import get_logger
 from ivrbot.sidecars.entry import run_until_signal
 from ivrbot.sidecars.process import SidecarError
-from ivrbot.sidecars.text_segments import DEFAULT_SEGMENT_CHARS, split_segments
+from ivrbot.sidecars.text_segments import (
+    DEFAULT_PASS_PHONEMES,
+    DEFAULT_SEGMENT_CHARS,
+    speakable,
+    split_phonemes,
+    split_segments,
+)
 
 log = get_logger(__name__)
 
@@ -215,10 +223,29 @@ class _Cancelled(Exception):
     pass
 
 
-def _next_chunk(chunks: Iterator[Any]) -> bytes | None:
-    """Advance Piper's per-sentence generator by one sentence (runs in a worker thread)."""
-    chunk = next(chunks, None)
-    return None if chunk is None else bytes(chunk.audio_int16_bytes)
+def synthesize_bounded(voice: Any, text: str, max_phonemes: int = DEFAULT_PASS_PHONEMES) -> Generator[bytes]:
+    """Piper's ``synthesize()`` (one s16le chunk per sentence), but no pass longer than ``max_phonemes``.
+
+    A segment's characters bound its phonemes only loosely (numbers are read out in words), and
+    Piper's memory follows the phonemes of one pass; so an overlong sentence is cut at word breaks.
+    Each pass is normalized and converted as Piper does it.
+    """
+    for phonemes in voice.phonemize(speakable(text)):
+        for part in split_phonemes(phonemes, max_phonemes):
+            if not part:
+                continue
+            audio = voice.phoneme_ids_to_audio(voice.phonemes_to_ids(part))
+            if isinstance(audio, tuple):
+                audio = audio[0]
+            peak = float(np.max(np.abs(audio))) if audio.size else 0.0
+            audio = audio / peak if peak >= 1e-8 else np.zeros_like(audio)
+            audio = np.clip(audio, -1.0, 1.0).astype(np.float32)
+            yield np.clip(audio * 32767.0, -32767.0, 32767.0).astype(np.int16).tobytes()
+
+
+def _next_chunk(chunks: Iterator[bytes]) -> bytes | None:
+    """Advance the per-sentence generator by one pass (runs in a worker thread)."""
+    return next(chunks, None)
 
 
 class _Connection:
@@ -329,7 +356,7 @@ class _Connection:
     async def _synthesize(self, utt: Utterance, text: str) -> int:
         """Stream one segment: the next sentence synthesizes while this one's frames are sent."""
         loop = asyncio.get_running_loop()
-        chunks = iter(self.server.voice.synthesize(text))
+        chunks = synthesize_bounded(self.server.voice, text, self.server.max_phonemes)
         pending = loop.run_in_executor(self.server.pool, _next_chunk, chunks)
         sent = 0
         try:
@@ -393,6 +420,7 @@ class PiperServer:
         max_pending: int = 32,
         segment_chars: int = DEFAULT_SEGMENT_CHARS,
         max_text: int = MAX_MESSAGE,
+        max_phonemes: int = DEFAULT_PASS_PHONEMES,
         threads: int | None = None,
         voice: Any = None,
     ) -> None:
@@ -403,6 +431,7 @@ class PiperServer:
         self.max_pending = max_pending
         self.segment_chars = segment_chars
         self.max_text = max_text
+        self.max_phonemes = max_phonemes
         self.threads = threads
         self.voice: Any = voice
         self.errors = 0

@@ -48,3 +48,39 @@ def split_segments(text: str, cap: int = DEFAULT_SEGMENT_CHARS) -> list[str]:
     if start < len(text):
         segments.append(text[start:])
     return segments
+
+
+# The second bound, on what Piper really synthesizes: text can expand far beyond its length when
+# read out ("123456789 " is 10 characters and ~70 phonemes; 200 such characters took +1.2 GB), so a
+# sentence's phonemes are cut too. 200 phonemes are about 190 characters of ordinary English.
+DEFAULT_PASS_PHONEMES = 200
+_PHONEME_PAUSES = frozenset(",;:—–")
+
+# C0 controls (but tab and newlines) and DEL: espeak refuses a NUL and reads none of them.
+_CONTROLS = {c: " " for c in [*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F]}
+
+
+def speakable(text: str) -> str:
+    """``text`` with control characters (never spoken, and a NUL fails the whole pass) as spaces."""
+    return text.translate(_CONTROLS)
+
+
+def split_phonemes(phonemes: list[str], cap: int = DEFAULT_PASS_PHONEMES) -> list[list[str]]:
+    """Cut one sentence's phonemes into runs of at most ``cap`` whose concatenation is the sentence.
+
+    A run ends after the last word break (a space phoneme) that follows a pause mark, else after
+    the last word break, else hard at the cap.
+    """
+    if cap < 1:
+        raise ValueError("cap must be at least 1")
+    parts, start = [], 0
+    while len(phonemes) - start > cap:
+        stop = start + cap
+        breaks = [i + 1 for i in range(start, stop) if phonemes[i] == " "]
+        pauses = [i for i in breaks if i - 2 >= start and phonemes[i - 2] in _PHONEME_PAUSES]
+        end = (pauses or breaks or [stop])[-1]
+        parts.append(phonemes[start:end])
+        start = end
+    if start < len(phonemes):
+        parts.append(phonemes[start:])
+    return parts
