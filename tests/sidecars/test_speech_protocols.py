@@ -244,3 +244,29 @@ def test_vosk_whole_sample_rates_are_accepted_as_upstream_does(value: object, ra
 @pytest.mark.parametrize("frame", ["[" * 100000, '{"config":' * 100000])
 def test_vosk_deeply_nested_json_is_a_bad_message(frame: str) -> None:
     assert isinstance(vosk.parse_message(frame, DEFAULT), vosk.BadMessage)
+
+
+_JSON_SCALAR = st.one_of(
+    # aimed at what broke: fractional and out-of-range rates, numbers in strings, non-ASCII digits
+    st.none(), st.booleans(), st.integers(), st.floats(), st.floats(7000, 50000), st.integers(-2, 200000),
+    st.integers(-10, 10**6).map(str), st.floats(7000, 50000).map(str),
+    st.text(st.sampled_from("0123456789.-+e ٥²")), st.text(st.characters(categories=["Cs", "L", "N"]), max_size=5),
+)
+_JSON = st.recursive(_JSON_SCALAR, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner),
+                     max_leaves=8)
+
+
+@given(st.dictionaries(st.sampled_from(["sample_rate", "words", "max_alternatives", "phrase_list", "other"]), _JSON))
+def test_vosk_every_accepted_config_is_safe_for_kaldi(cfg: dict[str, object]) -> None:
+    """Whatever a client sends, only values Kaldi takes without aborting get through."""
+    msg = vosk.parse_message(json.dumps({"config": cfg}), DEFAULT)
+    if isinstance(msg, vosk.BadMessage):
+        assert msg.reason.startswith("config")
+        return
+    assert isinstance(msg, vosk.ConfigMessage)
+    c = msg.config
+    assert c.sample_rate.is_integer() and vosk.MIN_RATE <= c.sample_rate <= vosk.MAX_RATE
+    assert isinstance(c.words, bool)
+    assert type(c.max_alternatives) is int and 0 <= c.max_alternatives <= vosk.MAX_ALTERNATIVES
+    if c.phrase_list is not None:
+        json.dumps(list(c.phrase_list), ensure_ascii=False).encode("utf-8")
