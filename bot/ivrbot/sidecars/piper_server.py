@@ -297,6 +297,7 @@ class _Connection:
             waiting = found.pending if found is not None else 0
             if waiting + len(msg.text) > self.server.max_text:
                 self.server.errors += 1
+                self.log.warning("speak refused, utterance text limit", id=msg.id, waiting=waiting, text=len(msg.text))
                 await self._send({"type": "error", "id": msg.id,
                                   "message": f"speak: text dropped, the utterance would hold more than "
                                              f"{self.server.max_text} characters not yet synthesized"})
