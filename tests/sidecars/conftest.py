@@ -7,8 +7,14 @@ test talks to it over a real loopback WebSocket from its own event loop.
 from __future__ import annotations
 
 import asyncio
+import signal
+import socket
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
@@ -91,3 +97,62 @@ def vosk_url(vosk_server: VoskServer) -> str:
 @pytest.fixture
 def piper_url(piper_server: PiperServer) -> str:
     return f"ws://127.0.0.1:{piper_server.port}"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def spawn_server(module: str, port: int, log: Path, *args: str) -> subprocess.Popen[bytes]:
+    """``python -m module`` on ``port``, returned once it listens (as in a pod: its own process)."""
+    with open(log, "wb") as out:  # a file, not a pipe nobody reads: a full pipe would block the server
+        proc = subprocess.Popen([sys.executable, "-m", module, "--host", "127.0.0.1", "--port", str(port), *args],
+                                stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120  # a generous bound on start-up, not a timing assertion
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{module} exited: {log.read_text(errors='replace')}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return proc
+        except OSError:
+            time.sleep(0.2)
+    proc.kill()
+    proc.wait()
+    raise RuntimeError(f"{module} did not listen on {port}")
+
+
+def stop_server(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def piper_process(tmp_path: Path) -> Iterator[tuple[str, int]]:
+    """A Piper server in its own process, so its memory can be measured: (url, pid)."""
+    port = free_port()
+    proc = spawn_server("ivrbot.sidecars.piper_server", port, tmp_path / "piper.log",
+                        "--voice", str(piper_voice_path()), "--workers", "1")
+    try:
+        yield f"ws://127.0.0.1:{port}", proc.pid
+    finally:
+        stop_server(proc)
+
+
+@pytest.fixture
+def vosk_process(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A Vosk server in its own process, as in a pod: a Kaldi abort kills it, not the test run."""
+    port = free_port()
+    proc = spawn_server("ivrbot.sidecars.vosk_server", port, tmp_path / "vosk.log",
+                        "--model", str(vosk_model_path()), "--sample-rate", "16000", "--workers", "2")
+    try:
+        yield f"ws://127.0.0.1:{port}", proc
+    finally:
+        stop_server(proc)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+import psutil
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 pytestmark = pytest.mark.slow
 
@@ -170,6 +173,11 @@ async def test_cancel_also_ends_queued_utterances_with_that_id(piper_url: str) -
         '{"type": "speak", "id": "a", "text": "hi", "flush": "yes"}',
         '{"type": "cancel", "id": true}',
         b"\x00\x01",
+        '{"type":"speak","id":"\\ud800","text":"hi"}',  # a lone surrogate escape: valid JSON, not UTF-8-able
+        '{"type":"speak","id":"a","text":"hi \\udc00"}',
+        '{"type":"speak","id":' + "9" * 30 + ',"text":"hi"}',
+        '{"type":"speak","id":"a","text":"hi","flush":NaN}',
+        "[" * 100000,  # deeper than the JSON parser's stack
     ],
 )
 async def test_malformed_message_gets_an_error_and_the_connection_stays_usable(
@@ -183,6 +191,49 @@ async def test_malformed_message_gets_an_error_and_the_connection_stays_usable(
         await ws.send(json.dumps({"type": "speak", "id": "ok", "text": "Fine."}))
         [utt] = await collect(ws, 1)
         assert utt.reason == "done" and utt.audio
+
+
+async def test_control_characters_in_text_are_not_spoken_and_do_not_fail_it(piper_url: str) -> None:
+    async with connect(piper_url) as ws:
+        await ready(ws)
+        await ws.send(json.dumps({"type": "speak", "id": "c", "text": "Hello\u0000 there,\u0007 friend."}))
+        [utt] = await collect(ws, 1)  # an error message here would fail collect()
+    assert utt.reason == "done" and utt.audio
+
+
+async def test_a_text_frame_that_is_not_utf8_is_closed_1007(piper_url: str) -> None:
+    async with connect(piper_url) as ws:
+        await ready(ws)
+        await ws.send(b'{"type":"speak","id":"\xff","text":"hi"}', text=True)
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), 30)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1007
+
+
+async def test_text_beyond_the_utterance_limit_is_refused_and_the_connection_goes_on(piper_url: str) -> None:
+    """At most 2**20 characters wait per utterance: what would exceed that is refused, not hoarded."""
+    chunk = run_on(600_000)
+    async with connect(piper_url) as ws:
+        await ready(ws)
+        await ws.send(json.dumps({"type": "speak", "id": "big", "text": chunk, "flush": False}))
+        await ws.send(json.dumps({"type": "speak", "id": "big", "text": chunk, "flush": False}))
+        await ws.send(json.dumps({"type": "cancel", "id": "big"}))
+        await ws.send(json.dumps({"type": "speak", "id": "next", "text": "Still here."}))
+        errors: list[dict[str, Any]] = []
+        utts = await collect(ws, 2, errors)
+    assert [(u.id, u.reason) for u in utts] == [("big", "cancelled"), ("next", "done")]
+    assert len(errors) == 1 and errors[0]["id"] == "big" and "characters" in errors[0]["message"]
+    assert utts[1].audio
+
+
+async def test_a_message_over_1_mib_closes_1009(piper_url: str) -> None:
+    async with connect(piper_url, max_size=None) as ws:
+        await ready(ws)
+        await ws.send(json.dumps({"type": "speak", "id": "huge", "text": "x" * 2**20}))
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                await asyncio.wait_for(ws.recv(), 30)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
 
 
 async def test_cancel_of_an_unknown_id_is_harmless(piper_url: str) -> None:
@@ -205,3 +256,68 @@ async def test_two_connections_are_served_at_once(piper_url: str) -> None:
     a, b = await asyncio.gather(one("a", SHORT), one("b", "Yes."))
     assert a.id == "a" and b.id == "b" and a.reason == b.reason == "done"
     assert len(a.audio) > 2 * len(b.audio)
+
+
+def run_on(chars: int) -> str:
+    """What an LLM can produce: clause after clause, never a sentence end."""
+    words = ("the caller asked about the order and the delivery window and the refund policy, "
+             "then about the store hours on public holidays and whether someone could call back tomorrow ")
+    return (words * (chars // len(words) + 1))[:chars].rstrip(" ,")
+
+
+async def test_run_on_text_is_spoken_before_it_is_flushed(piper_url: str) -> None:
+    """Streamed text without a sentence end gets audio after one bounded segment, not at the flush."""
+    async with connect(piper_url) as ws:
+        await ready(ws)
+        for i in range(0, 3000, 20):  # token by token, as an LLM client streams
+            await ws.send(json.dumps({"type": "speak", "id": "r", "text": run_on(3000)[i : i + 20], "flush": False}))
+        assert (await recv_json(ws)) == {"type": "audio_start", "id": "r"}
+        first = await asyncio.wait_for(ws.recv(), 60)  # the old server waited for a flush that never came
+        assert isinstance(first, bytes) and first
+        await ws.send(json.dumps({"type": "cancel", "id": "r"}))
+        while isinstance(msg := await asyncio.wait_for(ws.recv(), 60), bytes):
+            pass
+        assert json.loads(msg) == {"type": "audio_end", "id": "r", "reason": "cancelled"}
+
+
+def _sample_peak(pid: int, stop: threading.Event, peak: list[int]) -> None:
+    process = psutil.Process(pid)
+    while not stop.is_set():
+        peak[0] = max(peak[0], process.memory_info().rss)
+        stop.wait(0.02)
+
+
+NUMBERS = "123456789 " * 200  # read out in words: 10 characters, ~70 phonemes
+
+
+@pytest.mark.parametrize("text", [run_on(2000), NUMBERS], ids=["run-on", "numbers"])
+async def test_run_on_text_synthesizes_in_bounded_memory(piper_process: tuple[str, int], text: str) -> None:
+    """2 KB without a full stop: the old server grew by gigabytes (+1.6 GB) before its first audio.
+
+    Numbers expand when read out: 200 characters of them once made one pass of +1.2 GB.
+    """
+    url, pid = piper_process
+    async with connect(url) as ws:
+        await ready(ws)
+        await full_length(ws, "warm", SHORT + " " + run_on(250))  # ONNX Runtime's arena for a full segment
+        base = psutil.Process(pid).memory_info().rss
+        stop, peak = threading.Event(), [base]
+        sampler = threading.Thread(target=_sample_peak, args=(pid, stop, peak), daemon=True)
+        sampler.start()
+        try:
+            await ws.send(json.dumps({"type": "speak", "id": "long", "text": text}))
+            assert (await recv_json(ws)) == {"type": "audio_start", "id": "long"}
+            audio = 0
+            while audio < 30 * 22050 * 2:  # a few segments' worth, then the caller barges in
+                msg = await asyncio.wait_for(ws.recv(), 300)
+                assert isinstance(msg, bytes)
+                audio += len(msg)
+            await ws.send(json.dumps({"type": "cancel", "id": "long"}))
+            while isinstance(msg := await asyncio.wait_for(ws.recv(), 60), bytes):
+                pass
+            assert json.loads(msg)["reason"] == "cancelled"
+        finally:
+            stop.set()
+            sampler.join()
+    grown = (peak[0] - base) / 2**20
+    assert grown < 500, f"RSS grew by {grown:.0f} MiB"  # one pass: ~200 MiB, twice that if the arena doubles

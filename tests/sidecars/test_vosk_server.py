@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 from typing import Any
 
 import pytest
@@ -155,6 +156,12 @@ async def test_two_sessions_at_once_do_not_mix(vosk_url: str) -> None:
         '{"config": "16000"}',
         '{"eof": 2}',
         "[1, 2]",
+        '{"config": {"sample_rate": 7999.5}}',  # Kaldi's resampler would abort the process
+        '{"config": {"sample_rate": "7999.5"}}',
+        '{"config": {"sample_rate": 4000}}',
+        '{"config": {"words": 7}}',
+        '{"config": {"phrase_list": ["\\ud800"]}}',  # a lone surrogate escape, valid JSON
+        "[" * 100000,  # deeper than the JSON parser's stack
     ],
 )
 async def test_malformed_text_frame_gets_an_error_and_a_clean_close(vosk_url: str, bad: str) -> None:
@@ -186,3 +193,49 @@ async def test_an_odd_length_frame_keeps_sample_alignment(vosk_url: str) -> None
         await ws.send(EOF_MSG)
         final = json.loads(await ws.recv())
     assert overlap(HELLO, full_text(replies, final)) >= 0.5
+
+
+async def test_a_config_kaldi_cannot_take_is_refused_while_other_calls_go_on(
+    vosk_process: tuple[str, subprocess.Popen[bytes]],
+) -> None:
+    """Issue 10: ``sample_rate: 7999.5`` aborted the whole server, and ASR with it, for every live call."""
+    url, proc = vosk_process
+    pcm = speech(HELLO)
+    half = len(pcm) // 2 // CHUNK * CHUNK
+    async with connect(url) as live:
+        await live.send(CONFIG)
+        before = await stream(live, pcm[:half])
+        for bad in ({"sample_rate": 7999.5}, {"sample_rate": "8000.5"}, {"sample_rate": 96000},
+                    {"max_alternatives": 1.5}, {"words": "yes"}):
+            async with connect(url) as ws:
+                await ws.send(json.dumps({"config": bad}))
+                await ws.send(speech(NO)[:CHUNK])  # the first audio builds the recognizer
+                reply = json.loads(await asyncio.wait_for(ws.recv(), 30))
+                assert reply.get("error", "").startswith("config."), (bad, reply)
+                with pytest.raises(ConnectionClosed) as closed:
+                    await asyncio.wait_for(ws.recv(), 30)
+                assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+        after = await stream(live, pcm[half:])
+        await live.send(EOF_MSG)
+        final = json.loads(await asyncio.wait_for(live.recv(), 60))
+    assert proc.poll() is None
+    assert overlap(HELLO, full_text([*before, *after], final)) >= 0.5
+
+
+async def test_string_sample_rate_is_accepted_as_upstream_does(vosk_url: str) -> None:
+    async with connect(vosk_url) as ws:
+        await ws.send(json.dumps({"config": {"sample_rate": "16000", "words": 1}}))
+        replies = await stream(ws, speech(HELLO))
+        await ws.send(EOF_MSG)
+        final = json.loads(await asyncio.wait_for(ws.recv(), 60))
+    assert overlap(HELLO, full_text(replies, final)) >= 0.5
+
+
+async def test_a_text_frame_that_is_not_utf8_is_closed_1007(vosk_url: str) -> None:
+    async with connect(vosk_url) as ws:
+        await ws.send(b'{"config": {"sample_rate": \xff}}', text=True)
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), 30)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1007
+    _, final = await transcribe(vosk_url, silence(0.3))
+    assert final == {"text": ""}

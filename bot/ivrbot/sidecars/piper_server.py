@@ -18,6 +18,9 @@ Why these rules:
 - ``cancel`` ends every live utterance with that id (playing or queued) with reason ``cancelled``;
   audio stops at once, the sentence being synthesized in a thread is discarded when it finishes.
 - A malformed message gets ``{"type": "error", "message": ...}`` and the connection stays usable.
+- Memory stays bounded whatever the text: Piper never gets more than ``segment_chars`` characters
+  nor a pass of more than ``max_phonemes`` phonemes (text_segments), and an utterance holds at most
+  ``max_text`` characters not yet synthesized.
 """
 
 from __future__ import annotations
@@ -29,12 +32,13 @@ import os
 import re
 import sys
 import time
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeGuard, TypeVar
 
+import numpy as np
 from websockets.asyncio import server as ws_server
 from websockets.asyncio.server import Server, ServerConnection
 from websockets.exceptions import ConnectionClosed
@@ -42,12 +46,21 @@ from websockets.exceptions import ConnectionClosed
 from ivrbot.logs import get_logger
 from ivrbot.sidecars.entry import run_until_signal
 from ivrbot.sidecars.process import SidecarError
+from ivrbot.sidecars.text_segments import (
+    DEFAULT_PASS_PHONEMES,
+    DEFAULT_SEGMENT_CHARS,
+    speakable,
+    split_phonemes,
+    split_segments,
+)
 
 log = get_logger(__name__)
 
 UttId = str | int
 EndReason = Literal["done", "cancelled", "error"]
 T = TypeVar("T")
+
+MAX_MESSAGE = 2**20  # bytes in one client frame; as many characters may wait per utterance
 
 # ---------------------------------------------------------------------------------------------
 # Sans-IO core: client messages and sentence accumulation.
@@ -74,8 +87,40 @@ class BadMessage:
 ClientMessage = Speak | Cancel | BadMessage
 
 
+MAX_ID_CHARS = 256
+MAX_ID_INT = 2**53 - 1  # the integers every JSON client can represent exactly
+
+
+def is_unicode(text: str) -> bool:
+    """False for a string holding a lone surrogate: JSON lets ``\\ud800`` through, UTF-8 cannot carry it."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _id_problem(value: Any) -> str | None:
+    """Why ``value`` cannot be an utterance id (it is echoed in every reply), or None."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return "'id' must be a string or an integer"
+    if isinstance(value, int):
+        return None if -MAX_ID_INT <= value <= MAX_ID_INT else f"'id' must be an integer within +-{MAX_ID_INT}"
+    if len(value) > MAX_ID_CHARS:
+        return f"'id' must be at most {MAX_ID_CHARS} characters"
+    return None if is_unicode(value) else "'id' is not valid Unicode (a lone surrogate escape)"
+
+
 def _valid_id(value: Any) -> TypeGuard[UttId]:
-    return isinstance(value, str | int) and not isinstance(value, bool)
+    return _id_problem(value) is None
+
+
+def _show(value: Any) -> str:
+    """A client value for an error message: escaped (no lone surrogate reaches the wire) and short."""
+    text = ascii(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def parse_message(message: str | bytes) -> ClientMessage:
@@ -84,20 +129,22 @@ def parse_message(message: str | bytes) -> ClientMessage:
         return BadMessage("binary frames are not accepted; send JSON text messages")
     try:
         obj = json.loads(message)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser's stack
         return BadMessage("message is not JSON")
     if not isinstance(obj, dict):
         return BadMessage("message must be a JSON object")
     kind, uid = obj.get("type"), obj.get("id")
     if kind not in ("speak", "cancel"):
-        return BadMessage(f"unknown message type {kind!r}; expected 'speak' or 'cancel'")
+        return BadMessage(f"unknown message type {_show(kind)}; expected 'speak' or 'cancel'")
     if not _valid_id(uid):
-        return BadMessage(f"{kind}: 'id' must be a string or an integer")
+        return BadMessage(f"{kind}: {_id_problem(uid)}")
     if kind == "cancel":
         return Cancel(uid)
     text, flush = obj.get("text"), obj.get("flush", True)
     if not isinstance(text, str):
         return BadMessage("speak: 'text' must be a string", uid)
+    if not is_unicode(text):
+        return BadMessage("speak: 'text' is not valid Unicode (a lone surrogate escape)", uid)
     if not isinstance(flush, bool):
         return BadMessage("speak: 'flush' must be a boolean", uid)
     return Speak(uid, text, flush)
@@ -128,34 +175,77 @@ def pcm_frames(pcm: bytes, frame_bytes: int) -> Iterator[bytes]:
 
 @dataclass(eq=False)
 class Utterance:
-    """One id's text: segments ready to synthesize (None = flushed) and whether it was cancelled."""
+    """One id's text: segments ready to synthesize (None = flushed) and whether it was cancelled.
+
+    No segment is longer than ``segment_chars`` (text_segments says why); an unflushed tail that
+    grows past it is cut and queued at once, so text without any sentence end still starts audio
+    after one segment and the tail stays bounded.
+    """
 
     id: UttId
+    segment_chars: int = DEFAULT_SEGMENT_CHARS
     segments: asyncio.Queue[str | None] = field(default_factory=asyncio.Queue)
     tail: str = ""
+    queued: int = 0  # characters in ``segments``
     flushed: bool = False
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
 
+    @property
+    def pending(self) -> int:
+        """Characters received and not yet handed to Piper."""
+        return self.queued + len(self.tail)
+
     def add(self, text: str, flush: bool) -> None:
         complete, self.tail = split_complete(self.tail + text)
-        if complete.strip():
-            self.segments.put_nowait(complete)
+        for piece in split_segments(complete, self.segment_chars):
+            self._queue(piece)
+        if len(self.tail) > self.segment_chars:
+            *ready, self.tail = split_segments(self.tail, self.segment_chars)
+            for piece in ready:
+                self._queue(piece)
         if flush:
-            if self.tail.strip():
-                self.segments.put_nowait(self.tail)
+            self._queue(self.tail)
             self.tail = ""
             self.flushed = True
             self.segments.put_nowait(None)
+
+    def _queue(self, piece: str) -> None:
+        if piece.strip():
+            self.segments.put_nowait(piece)
+            self.queued += len(piece)
+
+    def taken(self, segment: str) -> None:
+        """``segment`` left the queue for synthesis."""
+        self.queued -= len(segment)
 
 
 class _Cancelled(Exception):
     pass
 
 
-def _next_chunk(chunks: Iterator[Any]) -> bytes | None:
-    """Advance Piper's per-sentence generator by one sentence (runs in a worker thread)."""
-    chunk = next(chunks, None)
-    return None if chunk is None else bytes(chunk.audio_int16_bytes)
+def synthesize_bounded(voice: Any, text: str, max_phonemes: int = DEFAULT_PASS_PHONEMES) -> Generator[bytes]:
+    """Piper's ``synthesize()`` (one s16le chunk per sentence), but no pass longer than ``max_phonemes``.
+
+    A segment's characters bound its phonemes only loosely (numbers are read out in words), and
+    Piper's memory follows the phonemes of one pass; so an overlong sentence is cut at word breaks.
+    Each pass is normalized and converted as Piper does it.
+    """
+    for phonemes in voice.phonemize(speakable(text)):
+        for part in split_phonemes(phonemes, max_phonemes):
+            if not part:
+                continue
+            audio = voice.phoneme_ids_to_audio(voice.phonemes_to_ids(part))
+            if isinstance(audio, tuple):
+                audio = audio[0]
+            peak = float(np.max(np.abs(audio))) if audio.size else 0.0
+            audio = audio / peak if peak >= 1e-8 else np.zeros_like(audio)
+            audio = np.clip(audio, -1.0, 1.0).astype(np.float32)
+            yield np.clip(audio * 32767.0, -32767.0, 32767.0).astype(np.int16).tobytes()
+
+
+def _next_chunk(chunks: Iterator[bytes]) -> bytes | None:
+    """Advance the per-sentence generator by one pass (runs in a worker thread)."""
+    return next(chunks, None)
 
 
 class _Connection:
@@ -176,6 +266,9 @@ class _Connection:
                 await self._on_message(parse_message(message))
         except ConnectionClosed:
             pass
+        except Exception:  # a bug must end this connection visibly, with a close frame
+            self.log.exception("connection failed, closing it")
+            await self.ws.close(1011, "internal error")
         finally:
             for utt in self.live:
                 utt.cancelled.set()
@@ -201,6 +294,14 @@ class _Connection:
             self.log.debug("cancel", id=msg.id, utterances=len(hit))
         else:
             found = self.open.get(msg.id)
+            waiting = found.pending if found is not None else 0
+            if waiting + len(msg.text) > self.server.max_text:
+                self.server.errors += 1
+                self.log.warning("speak refused, utterance text limit", id=msg.id, waiting=waiting, text=len(msg.text))
+                await self._send({"type": "error", "id": msg.id,
+                                  "message": f"speak: text dropped, the utterance would hold more than "
+                                             f"{self.server.max_text} characters not yet synthesized"})
+                return
             if found is not None:
                 utt = found
             else:
@@ -209,7 +310,7 @@ class _Connection:
                     await self._send({"type": "error", "id": msg.id,
                                       "message": f"too many utterances queued (max {self.server.max_pending})"})
                     return
-                utt = Utterance(msg.id)
+                utt = Utterance(msg.id, self.server.segment_chars)
                 self.open[msg.id] = utt
                 self.live.append(utt)
                 self.queue.put_nowait(utt)
@@ -242,6 +343,7 @@ class _Connection:
                 segment = await self._unless_cancelled(utt, utt.segments.get())
                 if segment is None:
                     break
+                utt.taken(segment)
                 sent += await self._synthesize(utt, segment)
         except _Cancelled:
             reason = "cancelled"
@@ -255,7 +357,7 @@ class _Connection:
     async def _synthesize(self, utt: Utterance, text: str) -> int:
         """Stream one segment: the next sentence synthesizes while this one's frames are sent."""
         loop = asyncio.get_running_loop()
-        chunks = iter(self.server.voice.synthesize(text))
+        chunks = synthesize_bounded(self.server.voice, text, self.server.max_phonemes)
         pending = loop.run_in_executor(self.server.pool, _next_chunk, chunks)
         sent = 0
         try:
@@ -317,6 +419,9 @@ class PiperServer:
         frame_ms: int = 100,
         workers: int | None = None,
         max_pending: int = 32,
+        segment_chars: int = DEFAULT_SEGMENT_CHARS,
+        max_text: int = MAX_MESSAGE,
+        max_phonemes: int = DEFAULT_PASS_PHONEMES,
         threads: int | None = None,
         voice: Any = None,
     ) -> None:
@@ -325,6 +430,9 @@ class PiperServer:
         self.frame_ms = frame_ms
         self.workers = workers or max(1, os.cpu_count() or 1)
         self.max_pending = max_pending
+        self.segment_chars = segment_chars
+        self.max_text = max_text
+        self.max_phonemes = max_phonemes
         self.threads = threads
         self.voice: Any = voice
         self.errors = 0
@@ -351,7 +459,7 @@ class PiperServer:
         await loop.run_in_executor(self.pool, lambda: [c for c in self.voice.synthesize("Hello. Ready.")])
         log.info("piper voice warm", seconds=round(time.monotonic() - t0, 2), sample_rate=self.sample_rate)
         try:
-            self._server = await ws_server.serve(self._handle, self.host, self.port, max_size=2**20,
+            self._server = await ws_server.serve(self._handle, self.host, self.port, max_size=MAX_MESSAGE,
                                                  compression=None)
         except OSError as exc:
             raise SidecarError(f"piper-server: cannot listen on {self.host}:{self.port}: {exc}") from exc
@@ -408,12 +516,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=None,
                    help="utterances synthesized at once across connections (default: CPU count)")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads per synthesis (default: 2)")
+    p.add_argument("--segment-chars", type=int, default=DEFAULT_SEGMENT_CHARS,
+                   help="longest text Piper synthesizes in one pass; longer runs are cut at clauses and spaces")
     a = p.parse_args(argv)
     configure_logging()
     return run_until_signal(
         "piper-server",
         lambda: PiperServer(
-            a.voice or piper_voice_path(), a.host, a.port, frame_ms=a.frame_ms, workers=a.workers, threads=a.threads
+            a.voice or piper_voice_path(), a.host, a.port, frame_ms=a.frame_ms, workers=a.workers, threads=a.threads,
+            segment_chars=a.segment_chars,
         ),
     )
 

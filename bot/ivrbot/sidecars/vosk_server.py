@@ -85,26 +85,66 @@ class BadMessage:
 ClientMessage = ConfigMessage | AudioMessage | EndMessage | BadMessage
 
 
+MIN_RATE, MAX_RATE = 8000, 48000
+MAX_ALTERNATIVES = 100
+MAX_PHRASES, MAX_PHRASE_CHARS = 10000, 1000
+
+
+def _unicode(text: str) -> bool:
+    """False for a lone surrogate (JSON lets ``\\ud800`` through; Kaldi gets UTF-8, which cannot carry it)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _sample_rate(value: Any) -> int | str:
+    """A whole number of Hz in MIN_RATE..MAX_RATE, or why not.
+
+    Kaldi's resampler aborts the whole process on a fractional rate (7999.5), so only whole numbers
+    pass: an int, a float without a fraction (16000.0) or, as upstream's ``float(...)`` accepts, a
+    string of ASCII digits ("16000").
+    """
+    rate: int | None = None
+    if isinstance(value, bool):
+        rate = None
+    elif isinstance(value, int):
+        rate = value
+    elif isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        rate = int(value)
+    elif isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 6:
+        rate = int(value)
+    if rate is None:
+        return f"config.sample_rate must be a whole number of Hz, {MIN_RATE}..{MAX_RATE}"
+    if not MIN_RATE <= rate <= MAX_RATE:
+        return f"config.sample_rate must be between {MIN_RATE} and {MAX_RATE} Hz"
+    return rate
+
+
 def apply_config(base: RecognizerConfig, obj: Any) -> RecognizerConfig | str:
-    """Merge a ``config`` object into ``base``; a string return is why it was refused."""
+    """Merge a ``config`` object into ``base``; a string return is why it was refused.
+
+    Every value is checked here because what reaches Kaldi unchecked can abort the process, and with
+    it every other session. Unknown keys are ignored, as upstream does.
+    """
     if not isinstance(obj, dict):
         return "config must be a JSON object"
     sample_rate, words, max_alt, phrases = base.sample_rate, base.words, base.max_alternatives, base.phrase_list
     if "sample_rate" in obj:
-        sr = obj["sample_rate"]
-        if isinstance(sr, bool) or not isinstance(sr, int | float) or not math.isfinite(sr):
-            return "config.sample_rate must be a number"
-        if not 1000 <= sr <= 192000:
-            return "config.sample_rate must be between 1000 and 192000"
+        sr = _sample_rate(obj["sample_rate"])
+        if isinstance(sr, str):
+            return sr
         sample_rate = float(sr)
     if "words" in obj:
-        if not isinstance(obj["words"], bool | int):
-            return "config.words must be 0/1 or a boolean"
-        words = bool(obj["words"])
+        w = obj["words"]
+        if not (isinstance(w, bool) or (isinstance(w, int) and w in (0, 1))):
+            return "config.words must be 0, 1 or a boolean"
+        words = bool(w)
     if "max_alternatives" in obj:
         ma = obj["max_alternatives"]
-        if isinstance(ma, bool) or not isinstance(ma, int) or not 0 <= ma <= 100:
-            return "config.max_alternatives must be an integer 0..100"
+        if isinstance(ma, bool) or not isinstance(ma, int) or not 0 <= ma <= MAX_ALTERNATIVES:
+            return f"config.max_alternatives must be an integer 0..{MAX_ALTERNATIVES}"
         max_alt = ma
     if "phrase_list" in obj:
         pl = obj["phrase_list"]
@@ -112,6 +152,10 @@ def apply_config(base: RecognizerConfig, obj: Any) -> RecognizerConfig | str:
             phrases = None
         elif not isinstance(pl, list) or not all(isinstance(p, str) for p in pl):
             return "config.phrase_list must be a list of strings"
+        elif len(pl) > MAX_PHRASES or any(len(p) > MAX_PHRASE_CHARS for p in pl):
+            return f"config.phrase_list may hold {MAX_PHRASES} phrases of up to {MAX_PHRASE_CHARS} characters"
+        elif not all(_unicode(p) for p in pl):
+            return "config.phrase_list holds a string that is not valid Unicode (a lone surrogate escape)"
         else:
             phrases = tuple(pl) or None
     return RecognizerConfig(sample_rate, words, max_alt, phrases)
@@ -130,7 +174,7 @@ def parse_message(message: str | bytes, current: RecognizerConfig) -> ClientMess
         return EndMessage(close=False)
     try:
         obj = json.loads(message)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser's stack
         return BadMessage("text frame is not JSON; send audio as binary frames")
     if not isinstance(obj, dict):
         return BadMessage("text frame must be a JSON object")
