@@ -70,7 +70,9 @@ class _StallGuardedStream:
                         raise
                     raise self._service.stalled(tokens) from None
                 choices = getattr(chunk, "choices", None)
-                if choices and getattr(choices[0].delta, "content", None):
+                delta = choices[0].delta if choices else None
+                # a role-only chunk is not a token; text and tool-call fragments are
+                if getattr(delta, "content", None) or getattr(delta, "tool_calls", None):
                     tokens += 1
                     self._service.reply_tokens = tokens
                 yield chunk
