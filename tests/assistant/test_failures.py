@@ -131,9 +131,10 @@ async def test_llama_paused_mid_reply_then_back(sidecar_logs: Path, vosk: Sideca
     await llama.astart()
     assert llama.proc is not None
     pid = llama.proc.pid
-    # The default time limits, a prompt that makes a long reply, a tone apology the output can be checked for.
+    # The default stall limit (a generous first-token one: the turn after recovery must not trip it on a
+    # loaded machine), a prompt that makes a long reply, a tone apology the output can be checked for.
     s = AssistantSettings(**urls(vosk.port, piper.port, llama.port), max_tokens=300,  # type: ignore[arg-type]
-                          system_prompt="You are a helpful assistant.")
+                          system_prompt="You are a helpful assistant.", llm_first_token_timeout_secs=30.0)
     try:
         async with Call(s, call_control, apology=tone_apology()) as c:
             assert await c.wait_for(lambda: c.assistant.stt.connected)

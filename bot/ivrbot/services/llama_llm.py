@@ -97,8 +97,8 @@ class LlamaLLMService(OpenAILLMService):
         max_tokens: int = 120,
         temperature: float = 0.3,
         call_id: str = "",
-        first_token_timeout: float = 6.0,
-        stall_timeout: float = 2.5,
+        first_token_timeout: float = 10.0,
+        stall_timeout: float = 4.0,
         connect_timeout: float = 2.0,
         **kwargs: Any,
     ) -> None:
