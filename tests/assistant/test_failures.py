@@ -142,10 +142,11 @@ async def test_llama_paused_mid_reply_then_back(sidecar_logs: Path, vosk: Sideca
             assert await c.wait_for(lambda: c.assistant.llm.reply_tokens >= 3)
             os.kill(pid, signal.SIGSTOP)
             try:
-                assert await c.wait_for(lambda: c.assistant.apologies_played == 1, timeout=30)
+                assert await c.wait_for(lambda: c.assistant.apologies_played == 1, timeout=30), (
+                    c.assistant.llm.reply_tokens, c.assistant.errors)
             finally:
                 os.kill(pid, signal.SIGCONT)
-            assert any("LlamaLLMService" in e and "stalled" in e for e in c.assistant.errors)
+            assert any("LlamaLLMService" in e and "stalled" in e for e in c.assistant.errors), c.assistant.errors
             assert await c.wait_for(lambda: tone_secs(c.transport) > 0.3)  # the apology reached the output
             assert not c.finished
             heard = len(c.assistant.transcripts)
@@ -153,8 +154,9 @@ async def test_llama_paused_mid_reply_then_back(sidecar_logs: Path, vosk: Sideca
             assert await c.wait_for(lambda: len(c.assistant.transcripts) > heard)
             replies = len(c.assistant.replies)
             assert await c.wait_for(lambda: any(r.strip() for r in c.assistant.replies[replies:])
-                                    and c.transport.out_voiced_secs(since=asked) > 0.5)
-            assert c.assistant.llm.stalls == 1
+                                    and c.transport.out_voiced_secs(since=asked) > 0.5), (
+                c.assistant.transcripts, c.assistant.replies, c.assistant.errors)
+            assert c.assistant.llm.stalls == 1, c.assistant.errors
             assert call_control.hangups == []
     finally:
         os.kill(pid, signal.SIGCONT)
