@@ -88,6 +88,8 @@ class CallAssistant:
             max_tokens=settings.max_tokens,
             temperature=settings.temperature,
             call_id=call_id,
+            first_token_timeout=settings.llm_first_token_timeout_secs,
+            stall_timeout=settings.llm_stall_timeout_secs,
         )
         self.tts = PiperTTSService(url=settings.piper_url, sample_rate=settings.tts_sample_rate, call_id=call_id)
         self.dtmf = DTMFMenu(settings.dtmf_map, self, call_id=call_id)

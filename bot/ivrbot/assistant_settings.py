@@ -76,6 +76,10 @@ class AssistantSettings:
     #: a spoken reply of two short sentences; a cap keeps a rambling model off the line
     max_tokens: int = 60
     temperature: float = 0.3
+    #: seconds from the request to the reply's first token before the turn is abandoned with the apology
+    llm_first_token_timeout_secs: float = 10.0
+    #: seconds llama-server may go quiet between two tokens of a reply before the same happens
+    llm_stall_timeout_secs: float = 4.0
     vad: VadSettings = field(default_factory=VadSettings)
     #: seconds after the VAD's stop before the user turn ends (on top of vad.stop_secs)
     turn_stop_secs: float = 0.1

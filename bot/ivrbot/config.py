@@ -45,6 +45,8 @@ class BotConfig:
     system_prompt: str = ""
     greeting: str = ""
     max_tokens: int = AssistantSettings.max_tokens
+    llm_first_token_timeout_secs: float = AssistantSettings.llm_first_token_timeout_secs
+    llm_stall_timeout_secs: float = AssistantSettings.llm_stall_timeout_secs
     vad_confidence: float = VadSettings.confidence
     vad_start_secs: float = VadSettings.start_secs
     vad_stop_secs: float = VadSettings.stop_secs
@@ -65,6 +67,8 @@ class BotConfig:
             system_prompt=self.system_prompt or base.system_prompt,
             greeting=self.greeting,
             max_tokens=self.max_tokens,
+            llm_first_token_timeout_secs=self.llm_first_token_timeout_secs,
+            llm_stall_timeout_secs=self.llm_stall_timeout_secs,
             vad=VadSettings(
                 confidence=self.vad_confidence,
                 start_secs=self.vad_start_secs,
@@ -97,6 +101,9 @@ class BotConfig:
                     ipaddress.ip_address(value)
                 except ValueError as exc:
                     raise ConfigError(f"{name}: {value!r} is not an IP address") from exc
+        for name in ("llm_first_token_timeout_secs", "llm_stall_timeout_secs"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name}: must be a positive number of seconds, got {getattr(self, name)}")
         if self.advertised_address:
             try:
                 ipaddress.ip_address(self.advertised_address)

@@ -3,6 +3,8 @@ and the next turn works once the sidecar is back."""
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -10,6 +12,7 @@ import numpy as np
 import pytest
 from call import Call, urls
 from conftest import RecordingCallControl
+from loopback_transport import LoopbackTransport
 from sidecar_procs import SidecarProcess, llama_process, piper_process, vosk_process
 
 from ivrbot.apology import render_apology, tone_apology
@@ -104,3 +107,57 @@ async def test_vosk_down_then_back(sidecar_logs: Path, piper: SidecarProcess, ll
             assert await c.wait_for(lambda: any(r.strip() for r in c.assistant.replies))
     finally:
         vosk.stop()
+
+
+def tone_secs(transport: LoopbackTransport, since: float = 0.0) -> float:
+    """Seconds of output that are the tone apology (pure 440/660 Hz), which speech never is."""
+    total = 0.0
+    for t, a, rate in transport.audio_out:
+        x = np.frombuffer(a[: len(a) // 2 * 2], dtype="<i2").astype(np.float64)
+        if t < since or x.size < 64 or float(np.sqrt(np.mean(x * x))) < 300:
+            continue
+        power = np.abs(np.fft.rfft(x * np.hanning(x.size))) ** 2
+        freqs = np.fft.rfftfreq(x.size, 1 / rate)
+        near = sum(power[np.abs(freqs - f) < 60].sum() for f in (440.0, 660.0))
+        if near > 0.8 * power.sum():
+            total += x.size / rate
+    return total
+
+
+async def test_llama_paused_mid_reply_then_back(sidecar_logs: Path, vosk: SidecarProcess, piper: SidecarProcess,
+                                                call_control: RecordingCallControl) -> None:
+    """llama-server SIGSTOPped while it streams a reply: the caller hears the apology and the next turn works."""
+    llama = llama_process(sidecar_logs)  # its own server: pausing the shared one would stall other tests
+    await llama.astart()
+    assert llama.proc is not None
+    pid = llama.proc.pid
+    # The default stall limit (a generous first-token one: the turn after recovery must not trip it on a
+    # loaded machine), a prompt that makes a long reply, a tone apology the output can be checked for.
+    s = AssistantSettings(**urls(vosk.port, piper.port, llama.port), max_tokens=300,  # type: ignore[arg-type]
+                          system_prompt="You are a helpful assistant.", llm_first_token_timeout_secs=30.0)
+    try:
+        async with Call(s, call_control, apology=tone_apology()) as c:
+            assert await c.wait_for(lambda: c.assistant.stt.connected)
+            await c.assistant.say_as_caller("Write a very long story about a dragon. Use at least 300 words.")
+            assert await c.wait_for(lambda: c.assistant.llm.reply_tokens >= 3)
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                assert await c.wait_for(lambda: c.assistant.apologies_played == 1, timeout=30), (
+                    c.assistant.llm.reply_tokens, c.assistant.errors)
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            assert any("LlamaLLMService" in e and "stalled" in e for e in c.assistant.errors), c.assistant.errors
+            assert await c.wait_for(lambda: tone_secs(c.transport) > 0.3)  # the apology reached the output
+            assert not c.finished
+            heard = len(c.assistant.transcripts)
+            asked = await ask(c)
+            assert await c.wait_for(lambda: len(c.assistant.transcripts) > heard)
+            replies = len(c.assistant.replies)
+            assert await c.wait_for(lambda: any(r.strip() for r in c.assistant.replies[replies:])
+                                    and c.transport.out_voiced_secs(since=asked) > 0.5), (
+                c.assistant.transcripts, c.assistant.replies, c.assistant.errors)
+            assert c.assistant.llm.stalls == 1, c.assistant.errors
+            assert call_control.hangups == []
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        llama.stop()

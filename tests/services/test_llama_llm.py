@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+from pathlib import Path
 
 import pytest
 from harness import Harness
@@ -13,7 +16,7 @@ from pipecat.frames.frames import (
     LLMTextFrame,
 )
 from pipecat.processors.aggregators.llm_context import LLMContext
-from sidecar_procs import SidecarProcess
+from sidecar_procs import SidecarProcess, llama_process
 
 from ivrbot.services.llama_llm import LlamaLLMService
 
@@ -99,3 +102,58 @@ async def test_server_down_is_a_recoverable_error(llama: SidecarProcess) -> None
         assert await h.wait_for(lambda: bool(h.up.of(ErrorFrame)))
         assert await h.wait_for(lambda: bool(h.down.of(LLMFullResponseEndFrame)))
         assert llm.is_usable
+
+
+STORY = "Write a very long story about a dragon who learns to fly. Use at least 300 words."
+
+
+async def test_paused_server_is_a_stall_error_and_the_next_turn_works(sidecar_logs: Path) -> None:
+    """llama-server SIGSTOPped mid-reply and before a reply: each turn ends with an error, then recovers."""
+    from pipecat.frames.frames import ErrorFrame
+
+    llama = llama_process(sidecar_logs)  # its own server: pausing the shared one would stall other tests
+    await llama.astart()
+    assert llama.proc is not None
+    pid = llama.proc.pid
+    try:
+        # limits well above a loaded machine's normal pace, so only the pauses below trip them
+        llm = service(llama, "You are a helpful assistant.", max_tokens=300, first_token_timeout=8.0,
+                      stall_timeout=2.0)
+
+        def errors() -> list[str]:
+            return [str(f.error) for f in h.up.of(ErrorFrame)]
+
+        def ends() -> int:
+            return len(h.down.of(LLMFullResponseEndFrame))
+
+        async with Harness(llm) as h:
+            await h.send(LLMContextFrame(LLMContext(messages=[{"role": "user", "content": STORY}])))
+            assert await h.wait_for(lambda: len(h.down.of(LLMTextFrame)) >= 3)
+            assert ends() == 0, "the reply must still be streaming when the server is paused"
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                assert await h.wait_for(lambda: bool(errors()) and ends() == 1, timeout=20)
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            assert "stalled" in errors()[0] and "tokens" in errors()[0]
+            assert llm.stalls == 1 and llm.is_usable
+
+            # Paused before the request: the first-token limit ends the turn.
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                await h.send(LLMContextFrame(LLMContext(messages=[{"role": "user", "content": "Hi"}])))
+                assert await h.wait_for(lambda: len(errors()) == 2 and ends() == 2, timeout=20)
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            assert "no first token" in errors()[1]
+
+            # Back: the next turn is answered.
+            tokens = len(h.down.of(LLMTextFrame))
+            ctx = LLMContext(messages=[{"role": "user", "content": "What is the capital of France?"}])
+            await h.send(LLMContextFrame(ctx))
+            assert await h.wait_for(lambda: ends() == 3)
+            assert len(errors()) == 2
+            assert reply_text(h, tokens).strip()
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        llama.stop()

@@ -108,3 +108,38 @@ async def test_server_down_then_back(sidecar_logs: Path) -> None:
             assert tts.is_usable
         finally:
             server.stop()
+
+
+async def test_emoji_and_markdown_are_not_read_aloud(piper: SidecarProcess) -> None:
+    """An LLM reply decorated with emoji and markdown, split mid-sequence across frames, is spoken as its words."""
+    import unicodedata
+
+    from ivrbot.services.speech_text import MARKUP_CHARS
+
+    async def speak(parts: list[str]) -> tuple[list[str], int]:
+        tts = PiperTTSService(url=f"ws://127.0.0.1:{piper.port}")
+        sent: list[str] = []
+
+        async def request(service: object, context_id: str, text: str) -> None:
+            sent.append(text)
+
+        tts.add_event_handler("on_tts_request", request)
+        async with Harness(tts) as h:
+            await h.send(LLMFullResponseStartFrame(), *(LLMTextFrame(p) for p in parts), LLMFullResponseEndFrame())
+            assert await h.wait_for(lambda: bool(audio(h)))
+            return sent, await h.settle(lambda: audio_bytes(h), quiet=1.5)
+
+    # the family emoji is cut inside its zero-width-joiner sequence, the bold pair across two frames
+    decorated = ["**Sure", "!** 😊", " Your 👨\u200d👩", "\u200d👧 table", " is ready 🎉🎉.",
+                 "\n- See [the menu](https://example.com/menu_2).", " ✅"]
+    sent, decorated_bytes = await speak(decorated)
+    # three sentences; the last "sentence", a lone emoji, is not sent at all
+    assert len(sent) == 3 and all(t.strip() for t in sent), sent
+    for text in sent:
+        assert not any(ch in MARKUP_CHARS or unicodedata.category(ch) in ("So", "Sk") or ch == "\u200d"
+                       for ch in text), text
+    words = "".join(ch for ch in "".join(sent) if ch.isalnum())
+    assert words == "SureYourtableisreadySeethemenu"
+    # Piper spoke only those words: as long as the plain sentence, not the emoji names and the URL too.
+    _, plain_bytes = await speak(["Sure! Your table is ready. See the menu."])
+    assert 0.7 < decorated_bytes / plain_bytes < 1.35

@@ -8,18 +8,81 @@ Measured here: ~500 ms to first token on a new prompt, 50-80 ms on a cached pref
 unbounded generation would hold a llama-server slot after the caller has moved on.
 Interruption cancels the streaming task, which closes the HTTP stream; llama-server stops
 generating for a closed connection.
+
+A paused or wedged llama-server must not leave the caller in silence: the OpenAI client's own
+defaults (600 s, two retries) would. Each reply is bounded twice: the first token must arrive within
+``first_token_timeout`` of the request, and each later token within ``stall_timeout`` of the one
+before. A stall closes the stream (llama-server frees the slot when it next writes) and raises
+``LLMStalled``; Pipecat turns it into an error frame, which the assistant answers with the apology.
+The client never retries on its own: a retry would multiply the wait the caller already sat through,
+and the caller's next turn is the retry.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
+from openai import Timeout
+from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.services.openai.llm import OpenAILLMService
 
 from ivrbot.logs import get_logger
 
 log = get_logger(__name__)
+
+
+class LLMStalled(TimeoutError):
+    """llama-server sent no token within the allowed time; the request has been abandoned.
+
+    A ``TimeoutError``, so Pipecat files it as a connectivity failure: the service stays usable.
+    """
+
+
+class _StallGuardedStream:
+    """The chat-completion chunk stream with a deadline for the first token and for every gap after it."""
+
+    def __init__(self, stream: Any, service: LlamaLLMService, deadline: float) -> None:
+        self._stream = stream
+        self._service = service
+        self._deadline = deadline  # loop time by which the first token must be in
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._chunks()
+
+    async def _chunks(self) -> AsyncIterator[Any]:
+        loop = asyncio.get_running_loop()
+        it = self._stream.__aiter__()
+        tokens = 0
+        try:
+            while True:
+                wait = self._service.stall_timeout if tokens else max(0.0, self._deadline - loop.time())
+                limit = asyncio.timeout(wait)
+                try:
+                    async with limit:
+                        chunk = await it.__anext__()
+                except StopAsyncIteration:
+                    return
+                except TimeoutError:
+                    if not limit.expired():
+                        raise
+                    raise self._service.stalled(tokens) from None
+                choices = getattr(chunk, "choices", None)
+                delta = choices[0].delta if choices else None
+                # a role-only chunk is not a token; text and tool-call fragments are
+                if getattr(delta, "content", None) or getattr(delta, "tool_calls", None):
+                    tokens += 1
+                    self._service.reply_tokens = tokens
+                yield chunk
+        finally:
+            aclose = getattr(it, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    async def close(self) -> None:
+        await self._stream.close()
 
 
 class LlamaLLMService(OpenAILLMService):
@@ -34,10 +97,17 @@ class LlamaLLMService(OpenAILLMService):
         max_tokens: int = 120,
         temperature: float = 0.3,
         call_id: str = "",
+        first_token_timeout: float = 10.0,
+        stall_timeout: float = 4.0,
+        connect_timeout: float = 2.0,
         **kwargs: Any,
     ) -> None:
         if max_tokens <= 0:
             raise ValueError(f"max_tokens must be positive, got {max_tokens}")
+        for name, value in (("first_token_timeout", first_token_timeout), ("stall_timeout", stall_timeout),
+                            ("connect_timeout", connect_timeout)):
+            if not value > 0:
+                raise ValueError(f"{name} must be positive, got {value}")
         settings = OpenAILLMService.Settings(
             model=model,
             # Sent as the first message of every request, byte-identical (not stored in the context).
@@ -48,6 +118,14 @@ class LlamaLLMService(OpenAILLMService):
             extra={"extra_body": {"cache_prompt": True}},
         )
         super().__init__(base_url=base_url, api_key="none", settings=settings, **kwargs)
+        self.first_token_timeout = first_token_timeout
+        self.stall_timeout = stall_timeout
+        # The stream guard below fires first; the HTTP timeout is the backstop for any other request
+        # (warm-up, run_inference). No retries: the guard's bound is the caller's whole wait.
+        self._client = self._client.with_options(
+            timeout=Timeout(first_token_timeout + stall_timeout, connect=connect_timeout),
+            max_retries=0,
+        )
         self._max_tokens = max_tokens
         self._log = log.bind(call_id=call_id, service="llama")
         self._system_prompt = system_prompt
@@ -56,6 +134,10 @@ class LlamaLLMService(OpenAILLMService):
         self.last_request: dict[str, Any] | None = None
         #: prompt tokens llama-server reused from its cache on the last completed request
         self.last_cached_tokens: int | None = None
+        #: requests abandoned because llama-server stopped sending tokens
+        self.stalls = 0
+        #: text chunks (one token each from llama-server) received for the current or last reply
+        self.reply_tokens = 0
 
     @property
     def max_tokens(self) -> int:
@@ -69,12 +151,34 @@ class LlamaLLMService(OpenAILLMService):
         self.last_request = params
         return params
 
+    async def get_chat_completions(self, context: LLMContext) -> Any:
+        """The streaming request, bounded until its first token and between tokens (see module doc)."""
+        deadline = asyncio.get_running_loop().time() + self.first_token_timeout
+        self.reply_tokens = 0
+        limit = asyncio.timeout_at(deadline)
+        try:
+            async with limit:
+                stream = await super().get_chat_completions(context)
+        except TimeoutError:
+            if not limit.expired():
+                raise
+            raise self.stalled(0) from None
+        return _StallGuardedStream(stream, self, deadline)
+
+    def stalled(self, tokens: int) -> LLMStalled:
+        """Count and log a stall (with the call id) and build the error that ends the turn."""
+        self.stalls += 1
+        limit = self.stall_timeout if tokens else self.first_token_timeout
+        what = f"no token for {limit:g} s after {tokens} tokens" if tokens else f"no first token in {limit:g} s"
+        self._log.warning("llm stalled; request cancelled", tokens=tokens, limit_secs=limit)
+        return LLMStalled(f"llama-server stalled: {what}")
+
     def _token_usage(self, usage: Any) -> Any:
         details = getattr(usage, "prompt_tokens_details", None)
         self.last_cached_tokens = getattr(details, "cached_tokens", None)
         return super()._token_usage(usage)
 
-    async def warm_up(self, greeting: str = "") -> float:
+    async def warm_up(self, greeting: str = "", warm_up_timeout: float = 30.0) -> float:
         """Evaluate the call's fixed prefix once so the first caller hits the cache; returns seconds.
 
         The prefix is the system prompt and, when the call opens with one, the greeting (it sits in
@@ -91,6 +195,8 @@ class LlamaLLMService(OpenAILLMService):
             max_tokens=1,
             stream=False,
             extra_body={"cache_prompt": True},
+            # evaluating a new prefix on a loaded machine can take seconds; no caller is waiting here
+            timeout=warm_up_timeout,
         )
         elapsed = time.perf_counter() - t0
         self._log.info("llm warmed up", seconds=round(elapsed, 3))

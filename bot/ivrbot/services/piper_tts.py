@@ -7,7 +7,9 @@ speak with ``{"type":"audio_start","id"}``, binary s16le mono frames, ``{"type":
 
 Pipecat aggregates the LLM's streamed text into sentences; every sentence is its own audio context
 and its own Piper id (``reuse_context_id_within_turn=False``), sent as soon as the sentence is
-complete, so the first sentence plays while the LLM is still writing the rest. On interruption
+complete, so the first sentence plays while the LLM is still writing the rest. Each aggregated
+sentence passes ``speech_transform`` first (``speech_text.py``: no emoji, no markdown), so Piper
+reads only words and punctuation; a sentence left with nothing to say is not sent. On interruption
 Pipecat drops the queued contexts; this service sends ``cancel`` for each, and audio still arriving
 for a cancelled id is dropped (counted in ``dropped_audio_bytes``).
 
@@ -39,6 +41,7 @@ from websockets.protocol import State
 
 from ivrbot.logs import get_logger
 from ivrbot.services.first_clause import FirstClauseAggregator
+from ivrbot.services.speech_text import speech_transform
 
 
 #: 20 ms of 16-bit mono audio at the given rate
@@ -67,6 +70,7 @@ class PiperTTSService(WebsocketTTSService):
             reuse_context_id_within_turn=False,
             max_consecutive_zero_audio_contexts=0,
             reconnect_on_error=False,
+            text_transforms=[("*", speech_transform)],
             **kwargs,
         )
         # Replace Pipecat's sentence aggregator (1.14 has no parameter for it) so the first words of a
