@@ -83,7 +83,7 @@ def test_crd_is_shipped_in_crds_dir_valid_and_kept() -> None:
 def test_defaults_reach_the_operator_config() -> None:
     config = OperatorConfig.from_env(operator_env(render({})))
     assert (config.pool.min, config.pool.max) == (d.PORT_POOL_MIN, d.PORT_POOL_MAX)
-    assert config.namespaces == () and config.opensips_mi_url is None
+    assert config.namespaces == () and config.opensips_mi_urls == ()
     assert config.images.bot == d.BOT_IMAGE and config.images.llama == d.LLAMA_IMAGE
 
 
@@ -99,7 +99,7 @@ def test_non_default_values_reach_the_operator_config() -> None:
     config = OperatorConfig.from_env(operator_env(render(NON_DEFAULT)))
     assert config.namespaces == ("voice", "lab")
     assert (config.pool.min, config.pool.max) == (40000, 40999)
-    assert config.opensips_mi_url == "http://opensips.voice:8888/mi"
+    assert config.opensips_mi_urls == ("http://opensips.voice:8888/mi",)
     assert config.images.vosk == "registry.local/vosk:1" and config.reconcile_interval == 5
 
 
