@@ -33,7 +33,7 @@ def render() -> dict[str, str]:
         default = chart.render({}, name=RELEASE, namespace=NAMESPACE)
         with_jaeger = chart.render({"jaeger": {"enabled": True}}, name=RELEASE, namespace=NAMESPACE)
     tpl = "ivrbot-operator/templates/"
-    operator = [default[tpl + f] for f in ("serviceaccount.yaml", "rbac.yaml", "deployment.yaml")]
+    operator = [default[tpl + f] for f in ("serviceaccount.yaml", "rbac.yaml", "leader-election.yaml", "deployment.yaml")]
     namespace = f"apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {NAMESPACE}\n"
     return {
         "crd.yaml": HEADER.format(source="operator/ivrbot_operator/crds") + CRD_SOURCE.read_text(),
