@@ -34,7 +34,8 @@ def render() -> dict[str, str]:
         default = chart.render({}, name=RELEASE, namespace=NAMESPACE)
         with_jaeger = chart.render({"jaeger": {"enabled": True}}, name=RELEASE, namespace=NAMESPACE)
     tpl = "ivrbot-operator/templates/"
-    operator = [default[tpl + f] for f in ("serviceaccount.yaml", "rbac.yaml", "deployment.yaml")]
+    operator = [default[tpl + f] for f in ("serviceaccount.yaml", "rbac.yaml", "leader-election.yaml",
+                                           "deployment.yaml")]
     # The operator's namespace and the namespaces it watches (their Roles need them to exist).
     watched = yaml.safe_load((CHART / "values.yaml").read_text())["watchNamespaces"]
     # The operator pod fits restricted (optional Jaeger: baseline); hostNetwork bot pods need privileged.

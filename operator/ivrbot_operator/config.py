@@ -24,11 +24,17 @@ class OperatorConfig:
     pool: PortPool = field(default_factory=lambda: PortPool(d.PORT_POOL_MIN, d.PORT_POOL_MAX))
     namespaces: tuple[str, ...] = ()  # empty: every namespace
     reconcile_interval: float = 10.0
-    opensips_mi_url: str | None = None
+    opensips_mi_urls: tuple[str, ...] = ()  # every OpenSIPS of the dispatcher tier (an HA pair: two)
     liveness_endpoint: str | None = "http://0.0.0.0:8080/healthz"
     images: Images = field(default_factory=Images)
-    reload_window: float = 90.0
-    reload_retry: float = 15.0
+    reload_grace: float = 90.0  # how long OpenSIPS may list an old table before it is reported
+    reload_backoff: float = 5.0
+    reload_backoff_max: float = 60.0
+    # Leader election over a coordination.k8s.io Lease; no namespace: no election (one replica only).
+    lease_namespace: str | None = None
+    lease_name: str = "ivrbot-operator"
+    lease_duration: float = 15.0
+    identity: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> OperatorConfig:
@@ -48,7 +54,11 @@ class OperatorConfig:
             pool=pool,
             namespaces=namespaces,
             reconcile_interval=number("IVRBOT_OPERATOR_RECONCILE_INTERVAL", 10.0),
-            opensips_mi_url=env.get("IVRBOT_OPERATOR_OPENSIPS_MI_URL") or None,
+            opensips_mi_urls=tuple(u for u in env.get("IVRBOT_OPERATOR_OPENSIPS_MI_URL", "").replace(",", " ").split()),
+            lease_namespace=env.get("IVRBOT_OPERATOR_LEASE_NAMESPACE") or None,
+            lease_name=env.get("IVRBOT_OPERATOR_LEASE_NAME") or "ivrbot-operator",
+            lease_duration=number("IVRBOT_OPERATOR_LEASE_DURATION", 15.0),
+            identity=env.get("POD_NAME", ""),
             liveness_endpoint=env.get("IVRBOT_OPERATOR_LIVENESS", "http://0.0.0.0:8080/healthz") or None,
             images=Images(
                 bot=env.get("IVRBOT_OPERATOR_BOT_IMAGE") or d.BOT_IMAGE,

@@ -40,6 +40,7 @@ LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
 MANAGED_BY: Final = "ivrbot-operator"
 ANNOTATION_SPEC_HASH: Final = f"{GROUP}/spec-hash"
 ANNOTATION_SIP_PORT: Final = f"{GROUP}/sip-port"
+ANNOTATION_PORTS: Final = f"{GROUP}/ports"
 LABEL_DISPATCHER: Final = f"{GROUP}/dispatcher"
 
 # Extra seconds on top of the drain grace so the kubelet never kills a pod mid-drain.

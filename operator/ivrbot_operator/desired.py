@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ivrbot_operator import defaults as d
-from ivrbot_operator.ports import PodPorts
+from ivrbot_operator.ports import PodPorts, fits
 from ivrbot_operator.spec import BotSpec
 
 
@@ -150,8 +150,6 @@ def _sidecars(spec: BotSpec, ports: PodPorts) -> list[dict[str, Any]]:
     so a draining bot keeps its speech services until its last call ends."""
     vosk_env = [{"name": "VOSK_SERVER_INTERFACE", "value": "127.0.0.1"},
                 {"name": "VOSK_SERVER_PORT", "value": str(ports.vosk)}, *_scratch_env()]
-    if spec.stt_model:
-        vosk_env.append({"name": "VOSK_MODEL_PATH", "value": spec.stt_model})
     llama_args = ["--host", "127.0.0.1", "--port", str(ports.llama), "-m", spec.llm_model,
                   "--ctx-size", str(spec.llm_ctx_size), "--parallel", str(spec.llm_parallel)]
     if spec.llm_model_url:
@@ -276,6 +274,8 @@ def desired_pod(owner: Owner, spec: BotSpec, ordinal: int, ports: PodPorts) -> d
             "labels": labels,
             "annotations": {
                 d.ANNOTATION_SIP_PORT: str(ports.sip),
+                # The pod's whole block, so a restarted operator knows it even if status was never written.
+                d.ANNOTATION_PORTS: json.dumps(ports.to_status(), sort_keys=True),
                 "prometheus.io/scrape": "true",
                 "prometheus.io/port": str(ports.http),
             },
@@ -289,4 +289,4 @@ def desired_pod(owner: Owner, spec: BotSpec, ordinal: int, ports: PodPorts) -> d
 
 def allocation_fits(spec: BotSpec, ports: PodPorts) -> bool:
     """An allocation made for an older spec (other RTP size or fixed SIP port) must be replaced."""
-    return ports.rtp_ports == spec.rtp_ports and ports.fixed_sip == spec.sip_port
+    return fits(ports, spec.rtp_ports, spec.sip_port)

@@ -17,6 +17,7 @@ from typing import Any
 
 import aiohttp
 import kopf
+import kubernetes
 
 from ivrbot_operator import defaults as d
 from ivrbot_operator.conditions import Condition, merge_conditions
@@ -24,15 +25,17 @@ from ivrbot_operator.config import OperatorConfig
 from ivrbot_operator.desired import Owner, allocation_fits, desired_pod, selector_string
 from ivrbot_operator.dispatcher import (
     Destination,
+    DispatcherSync,
     MIError,
-    ReloadSchedule,
     configmap_name,
     desired_configmap,
+    destination_uris,
+    ds_list,
     ds_reload,
     render_table,
 )
-from ivrbot_operator.kube import KubeApi
-from ivrbot_operator.ports import OwnerKey, PodPorts, PortAllocator, Shortage
+from ivrbot_operator.kube import KubeApi, api_error
+from ivrbot_operator.ports import OwnerKey, PodPorts, PortAllocator, Shortage, rebuild
 from ivrbot_operator.rollout import PodState, plan
 from ivrbot_operator.spec import BotSpec, parse_spec
 
@@ -50,7 +53,7 @@ class Runtime:
     allocator: PortAllocator
     restored: bool = False
     locks: dict[OwnerKey, asyncio.Lock] = field(default_factory=dict)
-    reloads: dict[OwnerKey, ReloadSchedule] = field(default_factory=dict)
+    syncs: dict[OwnerKey, DispatcherSync] = field(default_factory=dict)
     http: aiohttp.ClientSession | None = None
     clock: Callable[[], float] = time.monotonic
 
@@ -63,22 +66,29 @@ def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _restore(rt: Runtime, allocations: kopf.Index[OwnerKey, list[dict[str, Any]]], logger: Logger) -> None:
-    """Rebuild the allocator from every IVRBot's status (kopf fills indexes before any handler runs)."""
+def _restore(rt: Runtime, pods: kopf.Index[OwnerKey, PodState],
+             allocations: kopf.Index[OwnerKey, list[dict[str, Any]]], logger: Logger) -> None:
+    """Rebuild the allocator from every bot pod's port annotation and every IVRBot's status
+    (kopf fills indexes before any handler runs)."""
     if rt.restored:
         return
     rt.restored = True
+    live: dict[OwnerKey, dict[int, PodPorts]] = {}
+    for owner, states in pods.items():
+        for state in states:
+            if state.ports is not None:
+                live.setdefault(owner, {})[state.ordinal] = state.ports
+    recorded: dict[OwnerKey, dict[int, PodPorts]] = {}
     for owner, entries in allocations.items():
-        pods: dict[int, PodPorts] = {}
         for entry_list in entries:
             for entry in entry_list:
                 try:
-                    pods[int(entry["ordinal"])] = PodPorts.from_status(entry)
+                    recorded.setdefault(owner, {})[int(entry["ordinal"])] = PodPorts.from_status(entry)
                 except (KeyError, TypeError, ValueError) as exc:
                     logger.warning(f"Ignoring a malformed allocation of {owner}: {exc}")
-        refused = rt.allocator.restore(owner, pods)
-        if refused:
-            logger.error(f"Allocations of {owner} overlap others and were dropped: ordinals {refused}")
+    rt.allocator, refused = rebuild(rt.config.pool, live, recorded)
+    for owner, ordinals in refused.items():
+        logger.error(f"Allocations of {owner} overlap others and were dropped: ordinals {ordinals}")
     logger.info(f"Port allocator restored: {len(rt.allocator.owners())} IVRBot(s), "
                 f"{rt.allocator.free_count()} of {rt.config.pool.size} ports free")
 
@@ -90,44 +100,55 @@ def _observed(pods: kopf.Index[OwnerKey, PodState], owner: OwnerKey) -> dict[int
     return found
 
 
-def _allocate(rt: Runtime, key: OwnerKey, spec: BotSpec, observed: Mapping[int, PodState]) -> Shortage | None:
-    held = rt.allocator.of(key)
-    # Ports of a gone pod whose ordinal is surplus, or whose block no longer fits the spec, go back.
-    rt.allocator.release(key, [
-        o for o, p in held.items()
-        if o not in observed and (o >= spec.replicas or not allocation_fits(spec, p))])
-    return rt.allocator.allocate(key, range(spec.replicas), spec.rtp_ports)
+async def _sync_opensips(rt: Runtime, key: OwnerKey, set_id: int, dests: list[Destination],
+                         logger: Logger) -> Condition | None:
+    """Reload every OpenSIPS whose turn it is and read its table back (see DispatcherSync)."""
+    urls = rt.config.opensips_mi_urls
+    if not urls:
+        return None
+    sync = rt.syncs.get(key)
+    if sync is None:
+        sync = rt.syncs[key] = DispatcherSync(urls, set_id, rt.config.reload_grace, rt.config.reload_backoff,
+                                              rt.config.reload_backoff_max)
+    now = rt.clock()
+    sync.want(set_id, destination_uris(dests), now)
+    if rt.http is None:
+        rt.http = aiohttp.ClientSession()
+    for url, reload in sync.due(now):
+        try:
+            if reload:
+                await ds_reload(rt.http, url)
+            loaded = await ds_list(rt.http, url)
+        except (aiohttp.ClientError, TimeoutError, MIError) as exc:
+            if sync.failed(url, "ReloadFailed", f"OpenSIPS at {url}: {exc or type(exc).__name__}", rt.clock()):
+                logger.warning(f"OpenSIPS at {url} did not take the dispatcher table, will retry: {exc}")
+            continue
+        matches, warn = sync.check(url, loaded, rt.clock())
+        if matches:
+            logger.info(f"OpenSIPS at {url} lists the {len(sync.expected or ())} bot(s) of set {set_id}")
+        elif warn:
+            logger.warning(f"OpenSIPS at {url} still lists an old dispatcher table; reloading with backoff")
+    status, reason, message = sync.condition()
+    return Condition("DispatcherSynced", status, reason, message)
 
 
 async def _publish_dispatcher(rt: Runtime, owner: Owner, spec: BotSpec, observed: Mapping[int, PodState],
-                              logger: Logger) -> int:
-    key = (owner.namespace, owner.name)
+                              logger: Logger) -> Condition | None:
     dests = [Destination(p.host_ip, p.sip_port, p.name) for o, p in observed.items()
              if p.ready and p.host_ip and p.sip_port and o < spec.replicas]
     table = render_table(spec.dispatcher_set_id, spec.dispatcher_weight, spec.dispatcher_priority, dests)
-    schedule = rt.reloads.setdefault(key, ReloadSchedule(rt.config.reload_window, rt.config.reload_retry))
-    if await rt.api.apply_configmap(desired_configmap(owner, table)):
-        logger.info(f"Dispatcher set {spec.dispatcher_set_id} now has {len(dests)} bot(s)")
-        schedule.changed(rt.clock())
-    await _maybe_reload(rt, schedule, logger)
-    return len(dests)
-
-
-async def _maybe_reload(rt: Runtime, schedule: ReloadSchedule, logger: Logger) -> None:
-    if not rt.config.opensips_mi_url or not schedule.due(rt.clock()):
-        return
-    if rt.http is None:
-        rt.http = aiohttp.ClientSession()
     try:
-        await ds_reload(rt.http, rt.config.opensips_mi_url)
-        schedule.reloaded(rt.clock())
-    except (aiohttp.ClientError, TimeoutError, MIError) as exc:
-        logger.warning(f"OpenSIPS ds_reload at {rt.config.opensips_mi_url} failed, will retry: {exc}")
+        if await rt.api.apply_configmap(desired_configmap(owner, table)):
+            logger.info(f"Dispatcher set {spec.dispatcher_set_id} now has {len(dests)} bot(s)")
+    except kubernetes.client.ApiException as exc:
+        logger.warning(f"Could not write the dispatcher ConfigMap: {api_error(exc)}")
+    return await _sync_opensips(rt, (owner.namespace, owner.name), spec.dispatcher_set_id, dests, logger)
 
 
 def _status(
     body: kopf.Body, spec: BotSpec, key: OwnerKey, rt: Runtime, observed: Mapping[int, PodState],
-    desired_hashes: Mapping[int, str], shortage: Shortage | None, sip_taken: bool,
+    desired_hashes: Mapping[int, str], shortage: Shortage | None, sip_conflict: str | None,
+    create_failures: list[str], dispatcher: Condition | None,
 ) -> dict[str, Any]:
     held = rt.allocator.of(key)
     live = {o: p for o, p in observed.items() if not p.terminating}
@@ -142,16 +163,17 @@ def _status(
         if pod and pod.host_ip:
             entry["hostIP"] = pod.host_ip
         allocations.append(entry)
-    if sip_taken:
-        ports_cond = Condition("PortsAllocated", False, "SipPortTaken",
-                               f"spec.sip.port {spec.sip_port} is held by another IVRBot's pods")
+    if sip_conflict:
+        ports_cond = Condition("PortsAllocated", False, "SipPortTaken", f"{sip_conflict}; pods left as they are")
     elif shortage:
         ports_cond = Condition("PortsAllocated", False, "PoolExhausted", f"pool {rt.config.pool}: {shortage}")
     else:
         ports_cond = Condition("PortsAllocated", True, "Allocated",
                                f"{len(held)} pod(s) hold ports; {rt.allocator.free_count()} ports free in the pool")
     all_ready = ready == spec.replicas and updated == spec.replicas and len(live) == spec.replicas
-    if all_ready and ports_cond.status:
+    if create_failures:
+        ready_cond = Condition("Ready", False, "PodCreateFailed", "; ".join(create_failures))
+    elif all_ready and ports_cond.status:
         ready_cond = Condition("Ready", True, "AllPodsReady", f"{ready}/{spec.replicas} bot pods ready")
     elif not ports_cond.status:
         ready_cond = Condition("Ready", False, "PortsUnavailable", ports_cond.message)
@@ -162,6 +184,8 @@ def _status(
         ready_cond = Condition("Ready", False, "PodsNotReady", f"{ready}/{spec.replicas} bot pods ready")
     generation = body.meta.get("generation")
     conds = [Condition("SpecValid", True, "Valid", "spec accepted"), ports_cond, ready_cond]
+    if dispatcher is not None:
+        conds.append(dispatcher)
     status: dict[str, Any] = {
         "replicas": len(live),
         "readyReplicas": ready,
@@ -184,11 +208,45 @@ def _set_status(body: kopf.Body, patch: kopf.Patch, status: dict[str, Any]) -> N
             patch.status[name] = value
 
 
+def _warn_on_change(body: kopf.Body, status: dict[str, Any], types: Mapping[str, tuple[str, ...] | None]) -> None:
+    """One Warning event when a condition turns bad or its message changes, not one per reconcile.
+    `types`: condition type -> the reasons worth an event (None: any False)."""
+    before = {c.get("type"): c for c in body.status.get("conditions") or []}
+    for cond in status["conditions"]:
+        reasons = types.get(cond["type"], ())
+        if cond["status"] != "False" or (reasons is not None and cond["reason"] not in reasons):
+            continue
+        old = before.get(cond["type"]) or {}
+        if (old.get("status"), old.get("reason"), old.get("message")) != ("False", cond["reason"], cond["message"]):
+            kopf.warn(body, reason=cond["reason"], message=cond["message"])
+
+
+async def _apply(rt: Runtime, namespace: str, todo_delete: list[str], todo_create: list[dict[str, Any]],
+                 logger: Logger) -> list[str]:
+    """Delete and create pod by pod; a refused call is reported and the rest goes on."""
+    failures: list[str] = []
+    for pod in todo_delete:
+        try:
+            logger.info(f"Deleting pod {pod} (drains its calls first)")
+            await rt.api.delete_pod(namespace, pod)
+        except kubernetes.client.ApiException as exc:
+            logger.error(f"Deleting pod {pod} failed: {api_error(exc)}")
+    for manifest in todo_create:
+        name = manifest["metadata"]["name"]
+        try:
+            if await rt.api.create_pod(manifest):
+                logger.info(f"Created pod {name}")
+        except kubernetes.client.ApiException as exc:
+            logger.error(f"Creating pod {name} failed: {api_error(exc)}")
+            failures.append(f"creating pod {name} failed: {api_error(exc)}")
+    return failures
+
+
 async def reconcile(
     rt: Runtime, body: kopf.Body, patch: kopf.Patch, logger: Logger,
     bot_pods: kopf.Index[OwnerKey, PodState], bot_allocations: kopf.Index[OwnerKey, list[dict[str, Any]]],
 ) -> None:
-    _restore(rt, bot_allocations, logger)
+    _restore(rt, bot_pods, bot_allocations, logger)
     name, namespace = body.meta["name"], body.meta["namespace"]
     key: OwnerKey = (namespace, name)
     owner = Owner(name=name, namespace=namespace, uid=str(body.meta.get("uid", "")))
@@ -211,35 +269,39 @@ async def reconcile(
             _set_status(body, patch, status)
             return
 
-        sip_taken = not rt.allocator.reserve_fixed_sip(key, spec.sip_port)
         observed = _observed(bot_pods, key)
-        shortage = None if sip_taken else _allocate(rt, key, spec, observed)
-        held = rt.allocator.of(key)
-        desired = {o: desired_pod(owner, spec, o, p) for o, p in held.items()
-                   if o < spec.replicas and allocation_fits(spec, p) and not sip_taken}
-        stale = frozenset(o for o, p in held.items() if o < spec.replicas and not allocation_fits(spec, p))
-        todo = plan(spec.replicas, desired, observed, stale)
-        for pod in todo.delete:
-            logger.info(f"Deleting pod {pod} (drains its calls first)")
-            await rt.api.delete_pod(namespace, pod)
-        for manifest in todo.create:
-            if await rt.api.create_pod(manifest):
-                logger.info(f"Created pod {manifest['metadata']['name']}")
+        # A taken fixed SIP port is a spec that cannot be applied: the running pods stay as they are.
+        sip_conflict = None
+        if spec.sip_port is not None and not rt.allocator.reserve_fixed_sip(key, spec.sip_port):
+            sip_conflict = rt.allocator.sip_conflict(key, spec.sip_port)
+        elif spec.sip_port is None:
+            rt.allocator.reserve_fixed_sip(key, None)
+        shortage = None
+        desired: dict[int, dict[str, Any]] = {}
+        failures: list[str] = []
+        if sip_conflict is None:
+            shortage = rt.allocator.sync(key, spec.replicas, spec.rtp_ports, observed)
+            held, nxt = rt.allocator.of(key), rt.allocator.replacements(key)
+            for o, current in held.items():
+                ports = nxt.get(o, current)
+                if o < spec.replicas and allocation_fits(spec, ports):
+                    desired[o] = desired_pod(owner, spec, o, ports)
+            todo = plan(spec.replicas, desired, observed)
+            failures = await _apply(rt, namespace, todo.delete, todo.create, logger)
         hashes = {o: m["metadata"]["annotations"][d.ANNOTATION_SPEC_HASH] for o, m in desired.items()}
-        previous_ports = [c for c in body.status.get("conditions") or [] if c.get("type") == "PortsAllocated"]
-        status = _status(body, spec, key, rt, observed, hashes, shortage, sip_taken)
-        ports_cond = next(c for c in status["conditions"] if c["type"] == "PortsAllocated")
-        changed = not previous_ports or previous_ports[0]["message"] != ports_cond["message"]
-        if ports_cond["status"] == "False" and changed:
-            kopf.warn(body, reason=ports_cond["reason"], message=ports_cond["message"])
-        await _publish_dispatcher(rt, owner, spec, observed, logger)
+        dispatcher = await _publish_dispatcher(rt, owner, spec, observed, logger)
+        status = _status(body, spec, key, rt, observed, hashes, shortage, sip_conflict, failures, dispatcher)
+        _warn_on_change(body, status, {"PortsAllocated": None, "Ready": ("PodCreateFailed",),
+                                       "DispatcherSynced": ("ReloadFailed", "StaleTable")})
         _set_status(body, patch, status)
 
 
 async def finalize(
     rt: Runtime, body: kopf.Body, logger: Logger, bot_pods: kopf.Index[OwnerKey, PodState],
+    bot_allocations: kopf.Index[OwnerKey, list[dict[str, Any]]],
 ) -> None:
     """Delete the pods, wait until they are gone (they hold host ports while draining), then free the ports."""
+    _restore(rt, bot_pods, bot_allocations, logger)
     name, namespace = body.meta["name"], body.meta["namespace"]
     key: OwnerKey = (namespace, name)
     owner = Owner(name=name, namespace=namespace, uid=str(body.meta.get("uid", "")))
@@ -247,10 +309,9 @@ async def finalize(
         observed = _observed(bot_pods, key)
         if await rt.api.read_configmap(namespace, configmap_name(name)) is not None:
             await rt.api.apply_configmap(desired_configmap(owner, render_table(1, 1, 0, [])))
-        schedule = rt.reloads.setdefault(key, ReloadSchedule(rt.config.reload_window, rt.config.reload_retry))
+        sync = rt.syncs.get(key)
         if observed:
-            schedule.changed(rt.clock())
-            await _maybe_reload(rt, schedule, logger)
+            await _sync_opensips(rt, key, sync.set_id if sync else 1, [], logger)
         for pod in observed.values():
             if not pod.terminating:
                 await rt.api.delete_pod(namespace, pod.name)
@@ -258,7 +319,7 @@ async def finalize(
             raise kopf.TemporaryError(f"waiting for {len(observed)} pod(s) to drain and terminate",
                                       delay=max(0.1, rt.config.reconcile_interval))
         rt.allocator.release_owner(key)
-        rt.reloads.pop(key, None)
+        rt.syncs.pop(key, None)
         rt.locks.pop(key, None)
         logger.info(f"Ports released; {rt.allocator.free_count()} of {rt.config.pool.size} free")
 
@@ -312,6 +373,6 @@ def build_registry(
 
     @kopf.on.delete(*RESOURCE, id="release", registry=reg)
     async def _delete(**kw: Any) -> None:
-        await finalize(rt, kw["body"], kw["logger"], kw["bot_pods"])
+        await finalize(rt, kw["body"], kw["logger"], kw["bot_pods"], kw["bot_allocations"])
 
     return reg

@@ -75,3 +75,16 @@ class KubeApi:
         await asyncio.to_thread(
             self._core.patch_namespaced_config_map, name, ns, {"data": manifest["data"]}, _preload_content=False)
         return True
+
+
+def api_error(exc: kubernetes.client.ApiException) -> str:
+    """The API server's own words for a refused call (its Status message), with the HTTP code."""
+    message = exc.reason or ""
+    try:
+        body = json.loads(exc.body) if exc.body else {}
+        if isinstance(body, dict) and body.get("message"):
+            message = str(body["message"])
+    except (TypeError, ValueError):
+        if exc.body:
+            message = str(exc.body)[:200]
+    return f"HTTP {exc.status} {message}".strip()

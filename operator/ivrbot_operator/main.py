@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
+import socket
+import uuid
 from collections.abc import Callable
 
 import kopf
@@ -14,6 +17,7 @@ import kubernetes
 from ivrbot_operator.config import OperatorConfig
 from ivrbot_operator.handlers import Runtime, build_registry
 from ivrbot_operator.kube import KubeApi, load_client
+from ivrbot_operator.leader import LeaseElector
 
 
 async def run(
@@ -24,19 +28,51 @@ async def run(
     configure: Callable[[kopf.OperatorSettings], None] | None = None,
     stop_flag: asyncio.Event | None = None,
     ready_flag: asyncio.Event | None = None,
-) -> Runtime:
-    """Run until stopped; returns the runtime (its allocator) for inspection by tests."""
-    rt = Runtime.create(config, KubeApi(client if client is not None else load_client()))
+) -> Runtime | None:
+    """Run until stopped; returns the runtime (its allocator) for inspection by tests, or None
+    when stopped while standing by. With a lease namespace configured, kopf (and with it every
+    allocation) runs only while this operator holds the Lease."""
+    client = client if client is not None else load_client()
+    stop = stop_flag if stop_flag is not None else asyncio.Event()
+    elector = None
+    if config.lease_namespace:
+        identity = config.identity or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        elector = LeaseElector(client, config.lease_namespace, config.lease_name, identity, config.lease_duration)
+        if not await elector.acquire(stop):
+            elector.close()
+            return None
+    rt = Runtime.create(config, KubeApi(client))
     reg = build_registry(rt, registry=registry, configure=configure)
-    await kopf.operator(
-        registry=reg,
-        standalone=True,  # one replica with the Recreate strategy: no peering needed
-        clusterwide=not config.namespaces,
-        namespaces=config.namespaces,
-        liveness_endpoint=config.liveness_endpoint,
-        stop_flag=stop_flag,
-        ready_flag=ready_flag,
-    )
+    kopf_stop, done = asyncio.Event(), asyncio.Event()
+    # Renew until kopf has fully stopped (its last handlers may still write), then hand over.
+    holder = asyncio.create_task(elector.hold(done)) if elector is not None else None
+
+    async def supervise() -> None:
+        waiters = [asyncio.create_task(stop.wait())] + ([holder] if holder is not None else [])
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        waiters[0].cancel()
+        kopf_stop.set()
+
+    supervisor = asyncio.create_task(supervise())
+    try:
+        await kopf.operator(
+            registry=reg,
+            standalone=True,  # exclusivity comes from the Lease, not from kopf peering
+            clusterwide=not config.namespaces,
+            namespaces=config.namespaces,
+            liveness_endpoint=config.liveness_endpoint,
+            stop_flag=kopf_stop,
+            ready_flag=ready_flag,
+        )
+    finally:
+        done.set()
+        supervisor.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await supervisor
+        if holder is not None and elector is not None:
+            await holder
+            await elector.release()
+            elector.close()
     return rt
 
 

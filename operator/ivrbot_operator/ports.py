@@ -3,8 +3,9 @@
 Every bot pod gets one contiguous, even-aligned block from the operator's pool:
 SIP, HTTP, Vosk, Piper, llama ports, one spare (keeps RTP even), then its RTP block.
 Blocks are unique across all IVRBots in the cluster, so two pods never collide on
-whatever node they land. Pure and synchronous: the operator persists the result in
-each IVRBot's status and rebuilds this from all of them at start.
+whatever node they land. Pure and synchronous: the operator records each pod's block on
+the pod itself (an annotation, written with the pod) and in its IVRBot's status, and
+rebuilds this from both at start, so a crash between the two loses nothing.
 """
 
 from __future__ import annotations
@@ -125,28 +126,46 @@ class Shortage:
                 " but no contiguous block large enough")
 
 
+def fits(ports: PodPorts, rtp_ports: int, fixed_sip: int | None) -> bool:
+    """A block made for an older spec (other RTP size or fixed SIP port) must be replaced."""
+    return ports.rtp_ports == rtp_ports and ports.fixed_sip == fixed_sip
+
+
 class PortAllocator:
-    """First-fit allocator over one pool; every method keeps blocks pairwise disjoint."""
+    """First-fit allocator over one pool; every method keeps blocks pairwise disjoint.
+
+    An ordinal holds its current block (what its pod uses) and, during a rollout to a new
+    block size or SIP port, a replacement block reserved before the old pod is deleted:
+    a serving pod is only replaced once its successor is sure to fit.
+    """
 
     def __init__(self, pool: PortPool) -> None:
         self.pool = pool
         self._pods: dict[OwnerKey, dict[int, PodPorts]] = {}
+        self._next: dict[OwnerKey, dict[int, PodPorts]] = {}
         self._fixed: dict[OwnerKey, int] = {}
 
     # --- queries -------------------------------------------------------------------
     def owners(self) -> set[OwnerKey]:
-        return set(self._pods) | set(self._fixed)
+        return set(self._pods) | set(self._fixed) | set(self._next)
 
     def of(self, owner: OwnerKey) -> dict[int, PodPorts]:
         return dict(self._pods.get(owner, {}))
 
+    def replacements(self, owner: OwnerKey) -> dict[int, PodPorts]:
+        return dict(self._next.get(owner, {}))
+
     def fixed_sip(self, owner: OwnerKey) -> int | None:
         return self._fixed.get(owner)
 
+    def _blocks(self) -> list[tuple[OwnerKey, int, PodPorts]]:
+        return [(owner, o, p) for table in (self._pods, self._next) for owner, pods in table.items()
+                for o, p in pods.items()]
+
     def _used(self) -> list[tuple[int, int]]:
-        spans = [(p.base, p.end) for pods in self._pods.values() for p in pods.values()]
-        fixed = set(self._fixed.values())
-        fixed |= {p.fixed_sip for pods in self._pods.values() for p in pods.values() if p.fixed_sip is not None}
+        blocks = self._blocks()
+        spans = [(p.base, p.end) for _, _, p in blocks]
+        fixed = set(self._fixed.values()) | {p.fixed_sip for _, _, p in blocks if p.fixed_sip is not None}
         spans += [(port, port + 1) for port in fixed]
         return sorted(spans)
 
@@ -167,17 +186,31 @@ class PortAllocator:
                 candidate = end + (end % 2)
         return candidate if candidate + size - 1 <= self.pool.max else None
 
+    def sip_conflict(self, owner: OwnerKey, port: int) -> str | None:
+        """Why `port` cannot be this IVRBot's fixed SIP port, or None when it can."""
+        for other, fixed in sorted(self._fixed.items()):
+            if fixed == port and other != owner:
+                return f"spec.sip.port {port} is the fixed SIP port of IVRBot {other[0]}/{other[1]}"
+        for other, ordinal, ports in sorted(self._blocks(), key=lambda b: (b[0], b[1], b[2].base)):
+            inside = ports.base <= port < ports.end
+            if other != owner and (inside or ports.fixed_sip == port):
+                return (f"spec.sip.port {port} is held by IVRBot {other[0]}/{other[1]}"
+                        f" (pod {other[1]}-{ordinal}, ports {ports.base}-{ports.end - 1})")
+            if other == owner and inside:
+                return (f"spec.sip.port {port} lies inside this IVRBot's own pod {owner[1]}-{ordinal}"
+                        f" (ports {ports.base}-{ports.end - 1}); choose a pool port outside its blocks")
+        return None
+
     # --- changes -------------------------------------------------------------------
     def reserve_fixed_sip(self, owner: OwnerKey, port: int | None) -> bool:
-        """Hold (or drop, with None) an IVRBot-wide SIP port; False if another owner's block has it."""
+        """Hold (or drop, with None) an IVRBot-wide SIP port; False (nothing changed) if it is taken."""
         if self._fixed.get(owner) == port:
             return True
-        self._fixed.pop(owner, None)
-        if port is None:
-            return True
-        if not self._is_free(port, port + 1):
+        if port is not None and self.sip_conflict(owner, port) is not None:
             return False
-        self._fixed[owner] = port
+        self._fixed.pop(owner, None)
+        if port is not None:
+            self._fixed[owner] = port
         return True
 
     def allocate(self, owner: OwnerKey, ordinals: Iterable[int], rtp_ports: int) -> Shortage | None:
@@ -193,34 +226,112 @@ class PortAllocator:
                 short += 1
                 continue
             pods[ordinal] = PodPorts(base=base, rtp_ports=rtp_ports, fixed_sip=fixed)
-        if not pods:
-            self._pods.pop(owner, None)
+        self._tidy(owner)
         if short:
             return Shortage(pods=short, ports_needed=short * block_size(rtp_ports), ports_free=self.free_count())
         return None
 
+    def sync(self, owner: OwnerKey, replicas: int, rtp_ports: int, live: Iterable[int]) -> Shortage | None:
+        """One reconcile round of allocation. `live`: ordinals that still have a pod object.
+
+        A gone pod's block goes back when it is surplus or no longer fits (its replacement,
+        if reserved, becomes current); a missing ordinal gets a block; a live pod whose block
+        no longer fits gets a replacement block reserved, highest ordinal first. Returns the
+        shortage when an ordinal has no block, or when a rollout cannot start for want of one.
+        """
+        alive = set(live)
+        fixed = self._fixed.get(owner)
+        pods = self._pods.setdefault(owner, {})
+        nxt = self._next.setdefault(owner, {})
+        for o, ports in list(nxt.items()):
+            current = pods.get(o)
+            if o >= replicas or not fits(ports, rtp_ports, fixed) or (
+                    current is not None and fits(current, rtp_ports, fixed)):
+                del nxt[o]
+            elif o not in alive:
+                pods[o] = nxt.pop(o)
+        for o, ports in list(pods.items()):
+            if o not in alive and (o >= replicas or not fits(ports, rtp_ports, fixed)):
+                del pods[o]
+        shortage = self.allocate(owner, range(replicas), rtp_ports)
+        pods = self._pods.setdefault(owner, {})
+        nxt = self._next.setdefault(owner, {})
+        stale = [o for o in sorted(pods, reverse=True) if o < replicas and not fits(pods[o], rtp_ports, fixed)]
+        waiting = 0
+        for o in stale:
+            if o in nxt:
+                continue
+            base = self._first_fit(block_size(rtp_ports))
+            if base is None:
+                waiting += 1
+                continue
+            nxt[o] = PodPorts(base=base, rtp_ports=rtp_ports, fixed_sip=fixed)
+        self._tidy(owner)
+        if shortage is None and waiting and not any(o in nxt for o in stale):
+            size = block_size(rtp_ports)
+            shortage = Shortage(pods=waiting, ports_needed=waiting * size, ports_free=self.free_count())
+        return shortage
+
+    def _tidy(self, owner: OwnerKey) -> None:
+        for table in (self._pods, self._next):
+            if not table.get(owner, True):
+                table.pop(owner, None)
+
     def release(self, owner: OwnerKey, ordinals: Iterable[int]) -> None:
-        pods = self._pods.get(owner, {})
         for ordinal in ordinals:
-            pods.pop(ordinal, None)
-        if not pods:
-            self._pods.pop(owner, None)
+            self._pods.get(owner, {}).pop(ordinal, None)
+            self._next.get(owner, {}).pop(ordinal, None)
+        self._tidy(owner)
 
     def release_owner(self, owner: OwnerKey) -> None:
         self._pods.pop(owner, None)
+        self._next.pop(owner, None)
         self._fixed.pop(owner, None)
+
+    def adopt(self, owner: OwnerKey, pods: Mapping[int, PodPorts]) -> list[int]:
+        """Take the blocks live pods hold (from their annotation) as they are; they are on the
+        nodes whatever the allocator thinks. Returns ordinals that overlap a block held already."""
+        clashes = [o for o, p in sorted(pods.items()) if not self._is_free(p.base, p.end)]
+        self._pods.setdefault(owner, {}).update(pods)
+        for ports in pods.values():
+            if ports.fixed_sip is not None:
+                self._fixed.setdefault(owner, ports.fixed_sip)
+        self._tidy(owner)
+        return clashes
 
     def restore(self, owner: OwnerKey, pods: Mapping[int, PodPorts]) -> list[int]:
         """Re-adopt allocations read from status; returns ordinals refused because they overlap others."""
         refused: list[int] = []
         held = self._pods.setdefault(owner, {})
         for ordinal, ports in sorted(pods.items()):
-            if ports.fixed_sip is not None and self._fixed.setdefault(owner, ports.fixed_sip) != ports.fixed_sip:
-                refused.append(ordinal)
-            elif self._is_free(ports.base, ports.end):
+            if ordinal in held:
+                continue
+            if self._is_free(ports.base, ports.end) and (
+                    ports.fixed_sip is None or self._fixed.get(owner, ports.fixed_sip) == ports.fixed_sip
+                    or self.sip_conflict(owner, ports.fixed_sip) is None):
                 held[ordinal] = ports
+                if ports.fixed_sip is not None:
+                    self._fixed.setdefault(owner, ports.fixed_sip)
             else:
                 refused.append(ordinal)
-        if not held:
-            self._pods.pop(owner, None)
+        self._tidy(owner)
         return refused
+
+
+def rebuild(
+    pool: PortPool,
+    live: Mapping[OwnerKey, Mapping[int, PodPorts]],
+    recorded: Mapping[OwnerKey, Mapping[int, PodPorts]],
+) -> tuple[PortAllocator, dict[OwnerKey, list[int]]]:
+    """The allocator at start: every live pod's block first (the pods hold those ports on their
+    nodes, whether or not status was written before a crash), then the blocks status records
+    for ordinals without a pod. Returns the refused (overlapping) status ordinals per owner."""
+    alloc = PortAllocator(pool)
+    for owner, pods in sorted(live.items()):
+        alloc.adopt(owner, pods)
+    refused: dict[OwnerKey, list[int]] = {}
+    for owner, pods in sorted(recorded.items()):
+        dropped = alloc.restore(owner, pods)
+        if dropped:
+            refused[owner] = dropped
+    return alloc, refused

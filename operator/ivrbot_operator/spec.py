@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
 
+from ivrbot_operator import defaults as d
 from ivrbot_operator.config import Images
 from ivrbot_operator.crd import apply_defaults, spec_schema
 from ivrbot_operator.ports import PortPool, block_size
@@ -48,7 +49,6 @@ class BotSpec:
     vad: dict[str, float]
     dtmf_map: dict[str, Any]
     stt: Sidecar
-    stt_model: str | None
     tts: Sidecar
     tts_voice: str
     llm: Sidecar
@@ -202,6 +202,15 @@ def parse_spec(
     llm_image = r.string("llm.image", optional=True) or images.llama
     voice, model = r.string("tts.voice"), r.string("llm.model")
     models_volume = r.mapping("modelsVolume") or None
+    model_url = r.string("llm.modelUrl", optional=True)
+    if model and models_volume is None and not model_url and model.startswith(d.MODELS_MOUNT + "/"):
+        r.problems.append(SpecProblem("spec.llm.model", (
+            f"{model} lies on the default /models volume, an empty emptyDir, so llama-server would never"
+            " start: set spec.llm.modelUrl (downloaded at start) or spec.modelsVolume (a volume holding it)")))
+    if isinstance(r.mapping("stt").get("model"), str):
+        r.problems.append(SpecProblem("spec.stt.model", (
+            "is not supported (the Vosk image's command names its model): choose the model with"
+            " spec.stt.image, or spec.stt.args with a model on spec.modelsVolume")))
     tolerations = spec.get("tolerations") or []
     if not isinstance(tolerations, list) or not all(isinstance(t, dict) for t in tolerations):
         r.problems.append(SpecProblem("spec.tolerations", "must be a list of objects"))
@@ -225,12 +234,11 @@ def parse_spec(
         vad=vad,
         dtmf_map=dtmf,
         stt=Sidecar(stt_image, r.strings("stt.args"), r.mapping("stt.resources")),
-        stt_model=r.string("stt.model", optional=True),
         tts=Sidecar(tts_image, r.strings("tts.args"), r.mapping("tts.resources")),
         tts_voice=voice,
         llm=Sidecar(llm_image, r.strings("llm.args"), r.mapping("llm.resources")),
         llm_model=model,
-        llm_model_url=r.string("llm.modelUrl", optional=True),
+        llm_model_url=model_url,
         llm_ctx_size=ctx,
         llm_parallel=parallel if parallel is not None else max_calls,
         models_volume=models_volume,

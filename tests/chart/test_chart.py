@@ -85,7 +85,8 @@ def test_defaults_reach_the_operator_config() -> None:
     config = OperatorConfig.from_env(operator_env(render({})))
     assert (config.pool.min, config.pool.max) == (d.PORT_POOL_MIN, d.PORT_POOL_MAX)
     # The bot namespace only, by default: no cluster-wide pod or ConfigMap rights.
-    assert config.namespaces == ("voice",) and config.opensips_mi_url is None
+    assert config.namespaces == ("voice",) and config.opensips_mi_urls == ()
+    assert config.lease_namespace  # leader election on: the release's namespace
     assert config.images.bot == d.BOT_IMAGE and config.images.llama == d.LLAMA_IMAGE
 
 
@@ -101,7 +102,7 @@ def test_non_default_values_reach_the_operator_config() -> None:
     config = OperatorConfig.from_env(operator_env(render(NON_DEFAULT)))
     assert config.namespaces == ("voice", "lab")
     assert (config.pool.min, config.pool.max) == (40000, 40999)
-    assert config.opensips_mi_url == "http://opensips.voice:8888/mi"
+    assert config.opensips_mi_urls == ("http://opensips.voice:8888/mi",)
     assert config.images.vosk == "registry.local/vosk:1" and config.reconcile_interval == 5
 
 
@@ -129,9 +130,13 @@ def test_rbac_is_least_privilege() -> None:
     assert ("configmaps", "delete") not in granted
 
     scoped = render({"watchNamespaces": ["voice", "lab"]})
-    roles = by_kind(scoped, "Role")
+    election = [r for r in by_kind(scoped, "Role") if r["metadata"]["name"].endswith("-leader-election")]
+    roles = [r for r in by_kind(scoped, "Role") if r not in election]
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["lab", "voice"]
-    assert sorted(b["metadata"]["namespace"] for b in by_kind(scoped, "RoleBinding")) == ["lab", "voice"]
+    bindings = [b for b in by_kind(scoped, "RoleBinding") if not b["metadata"]["name"].endswith("-leader-election")]
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["lab", "voice"]
+    # Leader election: Leases in the operator's own namespace, nothing else.
+    assert [rules(r) for r in election] == [{("leases", "get"), ("leases", "create"), ("leases", "patch")}]
     # Cluster-wide, only read-only discovery remains.
     for role in by_kind(scoped, "ClusterRole"):
         assert {verb for _, verb in rules(role)} <= {"list", "watch"}

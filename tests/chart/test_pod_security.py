@@ -23,7 +23,7 @@ OWNER = Owner(name="alpha", namespace="voice", uid="uid-1")
 PORTS = PodPorts(base=20000, rtp_ports=16)
 
 SPECS: dict[str, dict[str, Any]] = {
-    "default": {},
+    "pvc-models": {"modelsVolume": {"persistentVolumeClaim": {"claimName": "ivrbot-models"}}},
     "model-download": {"llm": {"modelUrl": "https://models.example/model.gguf"}},
     "hostpath-models": {"modelsVolume": {"hostPath": {"path": "/var/lib/ivrbot/models", "type": "Directory"}},
                         "resources": {"limits": {"memory": "1Gi"}}},
@@ -77,7 +77,7 @@ def test_every_container_drops_all_capabilities_and_writes_only_its_scratch(name
 
 
 def test_the_bot_binds_control_endpoints_to_loopback_and_metrics_to_the_pod_address() -> None:
-    p = pod({})
+    p = pod(SPECS["pvc-models"])
     bot = p["spec"]["containers"][0]
     env = {e["name"]: e.get("value", e.get("valueFrom")) for e in bot["env"]}
     assert env["IVRBOT_HTTP_HOST"] == "127.0.0.1"
@@ -88,7 +88,7 @@ def test_the_bot_binds_control_endpoints_to_loopback_and_metrics_to_the_pod_addr
 
 
 def test_probes_have_a_startup_probe_and_patient_timeouts() -> None:
-    for c in containers(pod({})):
+    for c in containers(pod(SPECS["pvc-models"])):
         assert "startupProbe" in c, c["name"]
         for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
             probe = c.get(kind)
@@ -101,7 +101,7 @@ def test_probes_have_a_startup_probe_and_patient_timeouts() -> None:
 
 
 def test_every_container_requests_cpu_and_memory_by_default() -> None:
-    for c in containers(pod({})):
+    for c in containers(pod(SPECS["pvc-models"])):
         requests = c["resources"]["requests"]
         assert set(requests) >= {"cpu", "memory"}, c["name"]
 

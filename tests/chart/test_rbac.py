@@ -70,12 +70,27 @@ def _kopf_calls() -> set[Rule]:
     return out
 
 
+def _lease_calls() -> set[Rule]:
+    """leader.py's Lease calls: granted by their own Role in the operator's namespace."""
+    source = (OPERATOR / "leader.py").read_text()
+    calls = set(re.findall(r"self\._api\.(\w+?)_namespaced_lease\b", source))
+    assert calls, "no Lease call found in leader.py"
+    assert calls <= set(VERBS), f"unmapped Lease calls {calls}"
+    return {("coordination.k8s.io", "leases", VERBS[verb]) for verb in calls}
+
+
 def _owner_calls() -> set[Rule]:
     ref = Owner("x", "ns", "uid").reference()
     return {(d.GROUP, f"{d.PLURAL}/finalizers", "update")} if ref.get("blockOwnerDeletion") else set()
 
 
 USED = _kube_calls() | _kopf_calls() | _owner_calls()
+LEASE = _lease_calls()
+
+
+def leader_election(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    (role,) = [r for r in by_kind(docs, "Role") if r["metadata"]["name"].endswith("-leader-election")]
+    return role
 
 
 def granted(doc: dict[str, Any]) -> set[Rule]:
@@ -90,11 +105,13 @@ def test_the_code_needs_finalizers_update_for_block_owner_deletion() -> None:
 
 def test_default_install_is_namespaced_to_the_bot_namespace_with_exactly_the_used_rules() -> None:
     docs = render({})
-    roles = by_kind(docs, "Role")
+    lease = leader_election(docs)
+    assert lease["metadata"]["namespace"] == "ivrbot-system" and granted(lease) == LEASE
+    roles = [r for r in by_kind(docs, "Role") if r is not lease]
     assert [r["metadata"]["namespace"] for r in roles] == ["voice"]
     assert granted(roles[0]) == USED
-    (binding,) = by_kind(docs, "RoleBinding")
-    assert binding["roleRef"]["name"] == roles[0]["metadata"]["name"]
+    bindings = {b["roleRef"]["name"] for b in by_kind(docs, "RoleBinding")}
+    assert bindings == {roles[0]["metadata"]["name"], lease["metadata"]["name"]}
     # Nothing cluster-wide but read-only discovery (kopf watches CRDs and namespaces).
     for role in by_kind(docs, "ClusterRole"):
         assert granted(role) == {("apiextensions.k8s.io", "customresourcedefinitions", "list"),
@@ -106,8 +123,9 @@ def test_default_install_is_namespaced_to_the_bot_namespace_with_exactly_the_use
                          ids=["cluster-wide", "two-namespaces"])
 def test_every_scope_grants_exactly_the_used_rules(values: dict[str, Any]) -> None:
     docs = render(values)
+    assert granted(leader_election(docs)) == LEASE
     main = [r for r in [*by_kind(docs, "Role"), *by_kind(docs, "ClusterRole")]
-            if not r["metadata"]["name"].endswith("-discovery")]
+            if not r["metadata"]["name"].endswith(("-discovery", "-leader-election"))]
     assert main
     for role in main:
         assert granted(role) == USED, role["metadata"]

@@ -40,6 +40,9 @@ def declare_resources(k: Any) -> None:
         k.resources[f"v1/{plural}"] = kmock.ResourceInfo(
             kind=kind, singular=plural[:-1], namespaced=True,
             verbs={"list", "watch", "get", "patch", "create", "delete", "update"})
+    k.resources["coordination.k8s.io/v1/leases"] = kmock.ResourceInfo(
+        kind="Lease", singular="lease", namespaced=True,
+        verbs={"list", "watch", "get", "patch", "create", "delete", "update"})
     # kopf waits until these are discovered, even with scanning disabled.
     k.resources["v1/namespaces"] = kmock.ResourceInfo(
         kind="Namespace", singular="namespace", namespaced=False, verbs={"list", "watch", "get"})
@@ -49,10 +52,10 @@ def declare_resources(k: Any) -> None:
 
 
 class OperatorHandle:
-    def __init__(self, task: asyncio.Task[Runtime], stop: asyncio.Event, ready: asyncio.Event) -> None:
+    def __init__(self, task: asyncio.Task[Runtime | None], stop: asyncio.Event, ready: asyncio.Event) -> None:
         self.task, self.stop_flag, self.ready = task, stop, ready
 
-    async def stop(self) -> Runtime:
+    async def stop(self) -> Runtime | None:
         self.stop_flag.set()
         return await asyncio.wait_for(self.task, timeout=30)
 
@@ -63,7 +66,9 @@ def start_operator(kmock: Any) -> Callable[..., contextlib.AbstractAsyncContextM
     url = str(kmock.url).rstrip("/")
 
     @contextlib.asynccontextmanager
-    async def starter(pool: PortPool = TEST_POOL, **extra: Any) -> AsyncIterator[OperatorHandle]:
+    async def starter(
+        pool: PortPool = TEST_POOL, wait_ready: bool = True, **extra: Any,
+    ) -> AsyncIterator[OperatorHandle]:
         settings: dict[str, Any] = {"reconcile_interval": 0.2, "liveness_endpoint": None, **extra}
         config = OperatorConfig(pool=pool, namespaces=(NS,), **settings)
         client = kubernetes.client.ApiClient(kubernetes.client.Configuration(host=url))
@@ -89,7 +94,8 @@ def start_operator(kmock: Any) -> Callable[..., contextlib.AbstractAsyncContextM
                                        stop_flag=stop, ready_flag=ready))
         handle = OperatorHandle(task, stop, ready)
         try:
-            await asyncio.wait_for(ready.wait(), timeout=30)
+            if wait_ready:
+                await asyncio.wait_for(ready.wait(), timeout=30)
             yield handle
         finally:
             if not task.done():

@@ -13,11 +13,15 @@ def test_from_env_reads_every_setting() -> None:
     config = OperatorConfig.from_env({
         "IVRBOT_OPERATOR_PORT_MIN": "40000", "IVRBOT_OPERATOR_PORT_MAX": "40100",
         "IVRBOT_OPERATOR_NAMESPACES": "voice, lab,", "IVRBOT_OPERATOR_RECONCILE_INTERVAL": "2.5",
-        "IVRBOT_OPERATOR_OPENSIPS_MI_URL": "http://opensips:8888/mi", "IVRBOT_OPERATOR_LIVENESS": "",
-        "IVRBOT_OPERATOR_BOT_IMAGE": "r/bot:2",
+        "IVRBOT_OPERATOR_OPENSIPS_MI_URL": "http://opensips-a:8888/mi, http://opensips-b:8888/mi",
+        "IVRBOT_OPERATOR_LIVENESS": "", "IVRBOT_OPERATOR_BOT_IMAGE": "r/bot:2",
+        "IVRBOT_OPERATOR_LEASE_NAMESPACE": "ivrbot-system", "POD_NAME": "ivrbot-operator-7d9-x2",
     })
     assert (config.pool.min, config.pool.max, config.namespaces) == (40000, 40100, ("voice", "lab"))
-    assert config.reconcile_interval == 2.5 and config.opensips_mi_url == "http://opensips:8888/mi"
+    assert config.reconcile_interval == 2.5
+    assert config.opensips_mi_urls == ("http://opensips-a:8888/mi", "http://opensips-b:8888/mi")
+    assert (config.lease_namespace, config.lease_name, config.identity) == (
+        "ivrbot-system", "ivrbot-operator", "ivrbot-operator-7d9-x2")
     assert config.liveness_endpoint is None
     assert config.images.bot == "r/bot:2" and config.images.piper == d.PIPER_IMAGE
 
@@ -26,6 +30,7 @@ def test_empty_env_gives_the_defaults() -> None:
     config = OperatorConfig.from_env({})
     assert (config.pool.min, config.pool.max) == (d.PORT_POOL_MIN, d.PORT_POOL_MAX)
     assert config.namespaces == () and config.liveness_endpoint == "http://0.0.0.0:8080/healthz"
+    assert config.opensips_mi_urls == () and config.lease_namespace is None
 
 
 @pytest.mark.parametrize(("env", "needle"), [

@@ -6,10 +6,21 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from ivrbot_operator import crd as crd_module
 from ivrbot_operator import defaults as d
 from ivrbot_operator.desired import Owner, allocation_fits, desired_pod, spec_hash
-from ivrbot_operator.dispatcher import Destination, ReloadSchedule, parse_table, render_table
+from ivrbot_operator.dispatcher import (
+    Destination,
+    DispatcherSync,
+    MIError,
+    destination_uris,
+    parse_ds_list,
+    parse_table,
+    render_table,
+)
 from ivrbot_operator.ports import PodPorts, PortPool
 from ivrbot_operator.rollout import PodState, plan
 from ivrbot_operator.spec import BotSpec, parse_spec
@@ -19,8 +30,11 @@ OWNER = Owner(name="alpha", namespace="voice", uid="uid-1")
 PORTS = PodPorts(base=20000, rtp_ports=16)
 
 
+MODELS = {"hostPath": {"path": "/var/lib/ivrbot/models"}}
+
+
 def spec(**raw: Any) -> BotSpec:
-    parsed, problems = parse_spec(raw, POOL)
+    parsed, problems = parse_spec({"modelsVolume": MODELS, **raw}, POOL)
     assert parsed is not None, problems
     return parsed
 
@@ -79,8 +93,10 @@ def test_desired_state_is_pure_and_hash_tracks_changes() -> None:
     assert allocation_fits(spec(), PORTS) and not allocation_fits(spec(rtp={"portsPerPod": 20}), PORTS)
 
 
-def state(ordinal: int, h: str = "new", ready: bool = True, terminating: bool = False) -> PodState:
-    return PodState(name=f"alpha-{ordinal}", ordinal=ordinal, spec_hash=h, ready=ready, terminating=terminating)
+def state(ordinal: int, h: str = "new", ready: bool = True, terminating: bool = False,
+          failed: bool = False) -> PodState:
+    return PodState(name=f"alpha-{ordinal}", ordinal=ordinal, spec_hash=h, ready=ready and not failed,
+                    terminating=terminating, failed=failed)
 
 
 def manifests(n: int) -> dict[int, dict[str, Any]]:
@@ -104,8 +120,40 @@ def test_plan_rolls_one_ready_pod_at_a_time() -> None:
     assert plan(3, manifests(3), {**old, 2: state(2, "old", terminating=True)}).delete == []
     # An outdated pod that serves nothing is replaced at once.
     assert plan(2, manifests(2), {0: state(0, "old", ready=False), 1: state(1, "old")}).delete == ["alpha-0"]
-    # Stale ports (e.g. RTP block size changed) count as outdated.
-    assert plan(1, {}, {0: state(0)}, stale=frozenset({0})).delete == ["alpha-0"]
+    # No manifest for an ordinal (its replacement's ports are not reserved): its pod stays.
+    assert plan(1, {}, {0: state(0, "old")}).empty
+
+
+def test_plan_replaces_failed_pods_and_they_do_not_block_the_rollout() -> None:
+    # An evicted pod (phase Failed) is deleted at once, then recreated once gone.
+    assert plan(2, manifests(2), {0: state(0, failed=True), 1: state(1)}).delete == ["alpha-0"]
+    assert [m["metadata"]["name"] for m in plan(2, manifests(2), {1: state(1)}).create] == ["alpha-0"]
+    # Even when it is outdated and not in desired.
+    assert plan(2, {1: manifests(2)[1]}, {0: state(0, "old", failed=True), 1: state(1)}).delete == ["alpha-0"]
+
+
+pod_states = st.builds(
+    lambda o, h, ready, term, failed: PodState(name=f"alpha-{o}", ordinal=o, spec_hash=h, ready=ready and not term
+                                               and not failed, terminating=term, failed=failed),
+    st.integers(0, 5), st.sampled_from(["old", "new"]), st.booleans(), st.booleans(), st.booleans())
+
+
+@settings(max_examples=300, deadline=None)
+@given(replicas=st.integers(0, 5), pods=st.lists(pod_states, max_size=6),
+       with_ports=st.sets(st.integers(0, 5)))
+def test_plan_never_drops_a_serving_pod_without_a_placed_replacement(
+        replicas: int, pods: list[PodState], with_ports: set[int]) -> None:
+    observed = {p.ordinal: p for p in pods}
+    desired = {o: m for o, m in manifests(6).items() if o in with_ports}
+    todo = plan(replicas, desired, observed)
+    serving = {p.name: p for p in observed.values() if p.ready and p.ordinal < replicas}
+    dropped = [serving[name] for name in todo.delete if name in serving]
+    # A serving in-range pod goes only to be replaced by a placed (desired) pod, one at a time.
+    assert all(p.ordinal in desired for p in dropped)
+    assert len(dropped) <= 1
+    assert not [p for p in observed.values() if p.terminating and p.name in todo.delete]
+    # Every Failed pod that is not already going is deleted.
+    assert {p.name for p in observed.values() if p.failed and not p.terminating} <= set(todo.delete)
 
 
 @pytest.mark.parametrize(("raw", "field"), [
@@ -146,12 +194,86 @@ def test_dispatcher_table_is_db_text_with_escaped_uris() -> None:
     assert parse_table(render_table(1, 1, 0, [])) == []
 
 
-def test_reload_schedule_retries_until_the_configmap_has_propagated() -> None:
-    sched = ReloadSchedule(window=90, retry=15)
-    assert not sched.due(0)
-    sched.changed(100)
-    assert sched.due(100)
-    sched.reloaded(100)
-    assert not sched.due(110) and sched.due(115)
-    sched.reloaded(115)
-    assert not sched.due(191)
+def test_default_ivrbot_without_a_model_source_is_refused_naming_the_field() -> None:
+    parsed, problems = parse_spec({}, POOL)
+    assert parsed is None
+    problem = next(p for p in problems if p.field == "spec.llm.model")
+    assert "spec.llm.modelUrl" in problem.message and "spec.modelsVolume" in problem.message
+    assert parse_spec({"llm": {"modelUrl": "https://example.org/m.gguf"}}, POOL)[0] is not None
+    assert parse_spec({"modelsVolume": MODELS}, POOL)[0] is not None
+    assert parse_spec({"llm": {"model": "/opt/baked/model.gguf"}}, POOL)[0] is not None  # in the image
+
+
+def test_stt_model_is_refused_not_silently_ignored() -> None:
+    parsed, problems = parse_spec({"modelsVolume": MODELS, "stt": {"model": "/models/vosk-en"}}, POOL)
+    assert parsed is None and [p.field for p in problems] == ["spec.stt.model"]
+    stt = crd_module.spec_schema()["properties"]["spec"]["properties"]["stt"]["properties"]
+    assert "model" not in stt
+
+
+def test_crd_is_not_in_the_all_category() -> None:
+    """`kubectl delete all` must not delete bot pools."""
+    assert "all" not in crd_module.crd()["spec"]["names"].get("categories", [])
+
+
+def test_pod_records_its_whole_port_block() -> None:
+    ports = PodPorts(base=20100, rtp_ports=8, fixed_sip=20500)
+    pod = desired_pod(OWNER, spec(sip={"port": 20500}), 0, ports)
+    pod["status"] = {"phase": "Failed", "reason": "Evicted"}
+    state_ = PodState.from_pod(pod)
+    assert state_ is not None and state_.ports == ports and state_.failed and not state_.ready
+
+
+# ds_list as OpenSIPS 3.x/4.x mi_http answers it (modules/dispatcher: ds_mi_list + ds_print_mi_list).
+DS_LIST = {"PARTITIONS": [{"name": "default", "SETS": [
+    {"id": 1, "Destinations": [
+        {"URI": "sip:10.0.0.1:20000", "state": "Active", "first_hit_counter": 3},
+        {"URI": "sip:10.0.0.2:20022", "state": "Probing", "first_hit_counter": 0, "attr": ""}]},
+    {"id": 7, "Destinations": [{"URI": "sip:10.0.0.9:5060", "state": "Inactive", "first_hit_counter": 0}]}]}]}
+
+
+def test_ds_list_is_parsed_tolerantly() -> None:
+    assert parse_ds_list(DS_LIST) == {1: frozenset({"sip:10.0.0.1:20000", "sip:10.0.0.2:20022"}),
+                                      7: frozenset({"sip:10.0.0.9:5060"})}
+    assert parse_ds_list({"PARTITIONS": [{"name": "default"}]}) == {}  # nothing loaded: no SETS at all
+    assert parse_ds_list({"sets": [{"ID": "1", "destinations": [{"uri": "SIP:10.0.0.1:20000"}]}]}) == {
+        1: frozenset({"sip:10.0.0.1:20000"})}
+    with pytest.raises(MIError):
+        parse_ds_list("<html>not found</html>")
+
+
+def test_dispatcher_sync_backs_off_without_end_and_warns_only_on_changes() -> None:
+    sync = DispatcherSync(["http://a/mi", "http://b/mi"], set_id=1, grace=90, backoff=5, backoff_max=60)
+    want = destination_uris([Destination("10.0.0.1", 20000, "alpha-0")])
+    assert sync.want(1, want, now=0.0)
+    assert not sync.want(1, want, now=1.0)  # the same table: nothing to do
+    assert sync.due(0.0) == [("http://a/mi", True), ("http://b/mi", True)]
+    now, warnings, tries, rechecks = 0.0, 0, 0, []
+    while now < 3600:  # an hour of "b" refusing
+        for url, reload in sync.due(now):
+            if url == "http://a/mi":
+                rechecks.append(reload)
+                assert sync.check(url, {1: want, 7: frozenset()}, now) == (True, False)
+            else:
+                tries += 1
+                warnings += sync.failed(url, "ReloadFailed", "OpenSIPS at http://b/mi: refused", now)
+        now += 1.0
+    assert tries > 55  # never gave up: a try at least every backoff_max seconds
+    assert warnings <= 5  # the first failure and the 10, 20, 40 s steps; then quiet at 60 s
+    assert rechecks[0] and not any(rechecks[1:])  # a synced OpenSIPS is read back, not reloaded again
+    status, reason, message = sync.condition()
+    assert (status, reason) == (False, "ReloadFailed") and "http://b/mi" in message
+    sync.check("http://b/mi", {1: want}, now)
+    assert sync.condition()[:2] == (True, "Verified")
+
+
+def test_dispatcher_sync_reports_a_stale_table_only_after_the_grace() -> None:
+    sync = DispatcherSync(["http://a/mi"], set_id=1, grace=90, backoff=5, backoff_max=60)
+    sync.want(1, frozenset({"sip:10.0.0.3:20044"}), now=0.0)
+    assert sync.check("http://a/mi", parse_ds_list(DS_LIST), 0.0) == (False, False)
+    assert sync.condition()[1] == "Pending"
+    matches, warn = sync.check("http://a/mi", parse_ds_list(DS_LIST), 95.0)
+    assert (matches, warn) == (False, True)
+    status, reason, message = sync.condition()
+    assert (status, reason) == (False, "StaleTable")
+    assert "sip:10.0.0.3:20044" in message and "sip:10.0.0.1:20000" in message

@@ -127,6 +127,7 @@ async def test_delete_removes_pods_and_frees_ports(kmock: Any, start_operator: A
         await eventually(lambda: not pods(kmock), "pods deleted")
         await eventually(lambda: "alpha" not in live(kmock, IVRBOTS), "IVRBot gone after its finalizer")
         runtime = await op.stop()
+    assert runtime is not None
     assert runtime.allocator.owners() == set()
     assert runtime.allocator.free_count() == runtime.config.pool.size
 
@@ -215,7 +216,7 @@ async def test_dispatcher_change_triggers_opensips_ds_reload(kmock: Any, start_o
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     try:
-        async with start_operator(opensips_mi_url=f"http://127.0.0.1:{port}/mi"):
+        async with start_operator(opensips_mi_urls=(f"http://127.0.0.1:{port}/mi",)):
             await create_bot(kmock, bot("alpha", replicas=1))
             await eventually(lambda: "alpha-0" in pods(kmock), "pod")
             await kubelet_all_ready(kmock)

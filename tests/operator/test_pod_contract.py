@@ -22,17 +22,18 @@ OWNER = Owner(name="alpha", namespace="voice", uid="uid-1")
 #: what the kubelet puts into fieldRef variables, for the loader
 FIELD_VALUES = {"status.hostIP": "10.0.0.7", "status.podIP": "10.0.0.7", "metadata.name": "alpha-0",
                 "spec.nodeName": "node-1", "metadata.namespace": "voice", "metadata.uid": "pod-uid-1"}
+MODELS = {"persistentVolumeClaim": {"claimName": "ivrbot-models"}}
 SPECS: list[dict[str, Any]] = [
-    {},
-    {"maxCalls": 3, "trustedProxies": ["10.0.0.0/8"], "greeting": "Hi", "systemPrompt": "Be brief.",
-     "dtmf": {"1": {"say": "Sales"}}, "otlpEndpoint": "http://jaeger:4317", "drainGraceSeconds": 30},
+    {"modelsVolume": MODELS},
+    {"modelsVolume": MODELS, "maxCalls": 3, "trustedProxies": ["10.0.0.0/8"], "greeting": "Hi",
+     "systemPrompt": "Be brief.", "dtmf": {"1": {"say": "Sales"}}, "otlpEndpoint": "http://jaeger:4317",
+     "drainGraceSeconds": 30},
 ]
 
 
 def bot_env(raw: dict[str, Any]) -> dict[str, str]:
     spec, problems = parse_spec(raw, POOL)
-    if spec is None:
-        pytest.skip(f"spec refused by this operator version: {problems}")
+    assert spec is not None, problems
     pod = desired_pod(OWNER, spec, 0, PodPorts(base=20000, rtp_ports=16))
     bot = next(c for c in pod["spec"]["containers"] if c["name"] == "bot")
     env: dict[str, str] = {}

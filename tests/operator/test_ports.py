@@ -7,8 +7,11 @@ import random
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from ivrbot_operator.ports import PodPorts, PortAllocator, PortPool, block_size
+from ivrbot_operator import defaults as d
+from ivrbot_operator.ports import PodPorts, PortAllocator, PortPool, block_size, fits, rebuild
+from ivrbot_operator.rollout import PodState, plan
 
 
 def assert_disjoint(alloc: PortAllocator) -> None:
@@ -139,3 +142,151 @@ def test_fixed_sip_port_is_exclusive_cluster_wide() -> None:
 
 def test_block_size_counts_single_ports_and_rtp() -> None:
     assert block_size(16) == 22
+
+
+def test_taken_sip_port_names_the_true_holder_and_keeps_the_current_one() -> None:
+    alloc = PortAllocator(PortPool(20000, 20999))
+    alloc.allocate(("ns", "alpha"), range(2), 16)  # 20000-20043
+    alloc.allocate(("ns", "beta"), range(1), 16)  # 20044-20065
+    assert alloc.reserve_fixed_sip(("ns", "alpha"), 20500)
+    other = alloc.sip_conflict(("ns", "alpha"), 20050)
+    assert other is not None and "IVRBot ns/beta" in other and "beta-0" in other
+    own = alloc.sip_conflict(("ns", "alpha"), 20030)
+    assert own is not None and "own pod alpha-1" in own and "beta" not in own
+    # A refused change leaves the IVRBot's current SIP port reserved.
+    assert not alloc.reserve_fixed_sip(("ns", "alpha"), 20050)
+    assert alloc.fixed_sip(("ns", "alpha")) == 20500
+    assert alloc.sip_conflict(("ns", "beta"), 20500) is not None
+
+
+def test_replacement_block_is_reserved_before_the_old_pod_may_go() -> None:
+    alloc = PortAllocator(PortPool(20000, 20069))  # 70 ports: two blocks of 22, 26 spare
+    owner = ("ns", "alpha")
+    assert alloc.sync(owner, 2, 16, live=[]) is None
+    old = alloc.of(owner)
+    # portsPerPod 16 -> 18: one replacement (24 ports) fits, for the highest ordinal first.
+    assert alloc.sync(owner, 2, 18, live=[0, 1]) is None
+    assert alloc.of(owner) == old and set(alloc.replacements(owner)) == {1}
+    new1 = alloc.replacements(owner)[1]
+    assert new1.rtp_ports == 18 and not new1.all_ports() & (old[0].all_ports() | old[1].all_ports())
+    # alpha-1 gone: the replacement becomes current; alpha-0's cannot be placed yet, so it stays.
+    shortage = alloc.sync(owner, 2, 18, live=[0])
+    assert alloc.of(owner)[1] == new1 and alloc.of(owner)[0] == old[0]
+    assert shortage is not None and alloc.replacements(owner) == {}
+    assert_disjoint(alloc)
+    # In a pool with no room at all, nothing is reserved and the shortage is reported.
+    tight = PortAllocator(PortPool(20000, 20049))
+    tight.sync(owner, 2, 16, live=[])
+    assert tight.sync(owner, 2, 18, live=[0, 1]) is not None and tight.replacements(owner) == {}
+
+
+def test_rebuild_takes_live_pod_blocks_over_missing_or_stale_status() -> None:
+    pool = PortPool(20000, 20999)
+    first = PortAllocator(pool)
+    first.allocate(("ns", "alpha"), range(2), 16)
+    live = {("ns", "alpha"): first.of(("ns", "alpha"))}
+    # The crash came before status was written: status knows nothing of alpha.
+    rebuilt, refused = rebuild(pool, live, {})
+    assert rebuilt.of(("ns", "alpha")) == first.of(("ns", "alpha")) and refused == {}
+    rebuilt.allocate(("ns", "beta"), range(3), 16)
+    assert_disjoint(rebuilt)
+    # A status entry that overlaps a live pod of another IVRBot is refused, the pod kept.
+    clash = {("ns", "gamma"): {0: first.of(("ns", "alpha"))[1]}}
+    again, refused = rebuild(pool, live, clash)
+    assert refused == {("ns", "gamma"): [0]} and again.of(("ns", "alpha")) == first.of(("ns", "alpha"))
+
+
+OWNERS = [("ns", "a"), ("ns", "b"), ("ns", "c")]
+
+
+class Cluster(RuleBasedStateMachine):
+    """The allocator as the operator drives it, with the cluster around it: pods that carry their
+    block, status written only sometimes (a crash in between), pods that take time to go, and
+    operator restarts that rebuild from pods and status. Invariant: no two pods share a port
+    (a fixed SIP port is shared only by one IVRBot's pods, kept on different nodes)."""
+
+    pool = PortPool(20000, 20199)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.alloc = PortAllocator(self.pool)
+        self.pods: dict[tuple[tuple[str, str], int], tuple[PodPorts, bool]] = {}  # -> (ports, terminating)
+        self.status: dict[tuple[str, str], dict[int, PodPorts]] = {}
+        self.specs: dict[tuple[str, str], tuple[int, int, int | None]] = {}
+
+    @rule(owner=st.sampled_from(OWNERS), replicas=st.integers(0, 4), rtp=st.sampled_from([2, 4, 16, 30]),
+          sip=st.one_of(st.none(), st.integers(20000, 20199)))
+    def set_spec(self, owner: tuple[str, str], replicas: int, rtp: int, sip: int | None) -> None:
+        self.specs[owner] = (replicas, rtp, sip)
+
+    @rule(owner=st.sampled_from(OWNERS), write_status=st.booleans())
+    def reconcile(self, owner: tuple[str, str], write_status: bool) -> None:
+        if owner not in self.specs:
+            return
+        replicas, rtp, sip = self.specs[owner]
+        if not self.alloc.reserve_fixed_sip(owner, sip):
+            return  # a taken SIP port: the pods stay as they are
+        observed = {o: PodState(name=f"{owner[1]}-{o}", ordinal=o, spec_hash=self._hash(ports), ready=True,
+                                terminating=term)
+                    for (who, o), (ports, term) in self.pods.items() if who == owner}
+        self.alloc.sync(owner, replicas, rtp, observed)
+        held, nxt = self.alloc.of(owner), self.alloc.replacements(owner)
+        desired = {o: {"metadata": {"name": f"{owner[1]}-{o}", "ports": nxt.get(o, p),
+                                    "annotations": {d.ANNOTATION_SPEC_HASH: self._hash(nxt.get(o, p))}}}
+                   for o, p in held.items() if o < replicas and fits(nxt.get(o, p), rtp, sip)}
+        todo = plan(replicas, desired, observed)
+        for name in todo.delete:
+            o = int(name.rsplit("-", 1)[1])
+            self.pods[(owner, o)] = (self.pods[(owner, o)][0], True)
+        for manifest in todo.create:
+            o = int(manifest["metadata"]["name"].rsplit("-", 1)[1])
+            self.pods[(owner, o)] = (manifest["metadata"]["ports"], False)
+        if write_status:
+            self.status[owner] = self.alloc.of(owner)
+
+    @staticmethod
+    def _hash(ports: PodPorts) -> str:
+        return f"{ports.base}/{ports.rtp_ports}/{ports.fixed_sip}"
+
+    @rule(data=st.data())
+    def pod_gone(self, data: st.DataObject) -> None:
+        going = sorted(k for k, (_, term) in self.pods.items() if term)
+        if going:
+            del self.pods[data.draw(st.sampled_from(going))]
+
+    @rule(owner=st.sampled_from(OWNERS))
+    def delete_ivrbot(self, owner: tuple[str, str]) -> None:
+        """The finalizer: pods deleted; ports released only once the last pod is gone."""
+        self.specs.pop(owner, None)
+        mine = [k for k in self.pods if k[0] == owner]
+        for k in mine:
+            self.pods[k] = (self.pods[k][0], True)
+        if not mine:
+            self.alloc.release_owner(owner)
+            self.status.pop(owner, None)
+
+    @rule()
+    def restart(self) -> None:
+        live: dict[tuple[str, str], dict[int, PodPorts]] = {}
+        for (owner, o), (ports, _) in self.pods.items():
+            live.setdefault(owner, {})[o] = ports
+        self.alloc, _ = rebuild(self.pool, live, self.status)
+
+    @invariant()
+    def no_two_pods_share_a_port(self) -> None:
+        seen: dict[int, tuple[str, str]] = {}
+        for (owner, _), (ports, _) in self.pods.items():
+            for port in ports.all_ports():
+                holder = seen.setdefault(port, owner)
+                assert holder == owner, f"port {port} held by {holder} and {owner}"
+        by_owner: dict[tuple[str, str], list[set[int]]] = {}
+        for (owner, _), (ports, _) in self.pods.items():
+            by_owner.setdefault(owner, []).append(set(range(ports.base, ports.end)))
+        for blocks in by_owner.values():
+            for i, a in enumerate(blocks):
+                for b in blocks[i + 1:]:
+                    assert not a & b
+
+
+Cluster.TestCase.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+test_no_two_pods_share_a_port = Cluster.TestCase
