@@ -9,10 +9,19 @@ order and still be played in order. Per tick:
   buffer re-primes, so a paused stream resumes without dropping its first packets.
 An SSRC change or a sequence jump of more than ``resync_gap`` packets restarts the buffer.
 If the peer's clock runs fast the buffer is trimmed back to ``max_depth`` (oldest dropped, counted).
+
+Adaptive depth (``adaptive=True``, packets pushed with their ``arrival`` time): the interarrival
+jitter is estimated as RFC 3550 6.4.1 does (J += (|D| - J) / 16, D the change in transit time) and
+the depth wanted is ``1 + ceil(4 J / 20 ms)`` ticks, clamped to ``min_depth..max_adaptive_depth``
+(20-60 ms by default): a clean LAN path waits one tick, a jittery one up to three. A deeper target
+takes effect at the next priming (start, underrun, resync: an underrun is what a too-shallow buffer
+produces). A shallower target is reached by dropping silent packets only (counted ``trimmed``),
+and only once the buffer has held more than the target for a whole second, so speech is never cut.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -42,17 +51,49 @@ class JitterStats:
     overflow_dropped: int = 0
     resyncs: int = 0
     timestamp_jumps: int = 0
+    trimmed: int = 0
+
+
+#: mu-law codes of near-zero samples (|x| <= 64 of 32124): what a silent packet is made of
+_QUIET_ULAW = bytes([*range(0xF8, 0x100), *range(0x78, 0x80)])
+_TICK_MS = 20.0
+#: ticks the buffer must stay above the target before a silent packet is dropped to shrink it
+_SHRINK_AFTER = 50
+
+
+def is_quiet(payload: bytes) -> bool:
+    """Whether a PCMU payload is silence (or close enough that dropping it is inaudible)."""
+    return not payload.translate(None, _QUIET_ULAW)
 
 
 class JitterBuffer:
     """One per RTP stream; the caller owns the clock."""
 
     def __init__(
-        self, depth: int = 3, max_depth: int = 10, resync_gap: int = 100, samples_per_packet: int = 160
+        self,
+        depth: int = 3,
+        max_depth: int = 10,
+        resync_gap: int = 100,
+        samples_per_packet: int = 160,
+        *,
+        adaptive: bool = False,
+        min_depth: int = 1,
+        max_adaptive_depth: int = 3,
+        clock_rate: int = 8000,
     ) -> None:
         if depth < 1 or max_depth < depth:
             raise ValueError("need 1 <= depth <= max_depth")
-        self.depth = depth
+        if adaptive and not 1 <= min_depth <= max_adaptive_depth <= max_depth:
+            raise ValueError("need 1 <= min_depth <= max_adaptive_depth <= max_depth")
+        self.adaptive = adaptive
+        self.min_depth = min_depth
+        self.max_adaptive_depth = max_adaptive_depth
+        self.clock_rate = clock_rate
+        #: interarrival jitter estimate in timestamp units (RFC 3550 6.4.1)
+        self.jitter = 0.0
+        self._transit: float | None = None
+        self._above = 0  # consecutive ticks with more buffered than the target
+        self.depth = min(max(depth, min_depth), max_adaptive_depth) if adaptive else depth
         self.max_depth = max_depth
         self.resync_gap = resync_gap
         self.samples_per_packet = samples_per_packet
@@ -79,18 +120,54 @@ class JitterBuffer:
             delta -= 0x10000
         return self._highest + delta
 
+    def _prime(self) -> None:
+        if self.adaptive:
+            self.depth = self.target_depth()
+        self._priming = self.depth
+        self._above = 0
+
     def _restart(self, ssrc: int, ext: int) -> None:
         self._buf.clear()
         self._ssrc = ssrc
         self._highest = ext
         self._next = ext
-        self._priming = self.depth
+        self._prime()
         self._last_ts = None
 
-    def push(self, ssrc: int, seq: int, timestamp: int, payload: bytes, samples: int | None = None) -> None:
-        """Accept one packet (``samples`` it carries, default ``samples_per_packet``); duplicates and
-        late packets are counted and dropped."""
+    @property
+    def jitter_ms(self) -> float:
+        return 1000.0 * self.jitter / self.clock_rate
+
+    def target_depth(self) -> int:
+        """Ticks of delay the measured jitter calls for (the fixed depth when not adaptive)."""
+        if not self.adaptive:
+            return self.depth
+        want = 1 + math.ceil(4.0 * self.jitter_ms / _TICK_MS - 1e-9)
+        return min(self.max_adaptive_depth, max(self.min_depth, want))
+
+    def _measure(self, timestamp: int, arrival: float) -> None:
+        transit = arrival * self.clock_rate - timestamp
+        if self._transit is not None:
+            d = transit - self._transit
+            # a timestamp wrap (2^32) between the two packets is not jitter
+            d = (d + 2**31) % 2**32 - 2**31
+            self.jitter += (abs(d) - self.jitter) / 16.0
+        self._transit = transit
+
+    def push(
+        self,
+        ssrc: int,
+        seq: int,
+        timestamp: int,
+        payload: bytes,
+        samples: int | None = None,
+        arrival: float | None = None,
+    ) -> None:
+        """Accept one packet (``samples`` it carries, default ``samples_per_packet``; ``arrival`` in
+        seconds on any monotonic clock, for the jitter estimate); duplicates and late packets are
+        counted and dropped."""
         if self._ssrc is None or ssrc != self._ssrc:
+            self._transit = None
             if self._ssrc is not None:
                 self.stats.resyncs += 1
             self._restart(ssrc, seq)
@@ -109,6 +186,8 @@ class JitterBuffer:
             self.stats.duplicate += 1
             return
         self.stats.received += 1
+        if arrival is not None and self.adaptive:
+            self._measure(timestamp, arrival)
         self._check_timestamp(ext, timestamp, self.samples_per_packet if samples is None else samples)
         self._buf[ext] = payload
         if ext > self._highest:
@@ -137,11 +216,30 @@ class JitterBuffer:
                 return _IDLE
         if not self._buf:
             self.stats.underruns += 1
-            self._priming = self.depth
+            self._prime()
             return _IDLE
+        if self.adaptive:
+            self._shrink()
         payload = self._buf.pop(self._next, None)
         self._next += 1
         if payload is None:
             self.stats.lost += 1
             return Playout(PlayoutKind.LOST)
         return Playout(PlayoutKind.AUDIO, payload)
+
+    def _shrink(self) -> None:
+        """Drop one silent packet when the buffer has held more than the target for a second."""
+        target = self.target_depth()
+        if len(self._buf) <= target:
+            self._above = 0
+            return
+        self._above += 1
+        if self._above < _SHRINK_AFTER:
+            return
+        assert self._next is not None
+        head = self._buf.get(self._next)
+        if head is not None and is_quiet(head) and self._next + 1 in self._buf:
+            del self._buf[self._next]
+            self._next += 1
+            self.stats.trimmed += 1
+            self.depth = max(target, self.depth - 1)
