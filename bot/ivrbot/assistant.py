@@ -83,7 +83,7 @@ class CallAssistant:
         self.stt = VoskSTTService(
             url=settings.vosk_url,
             sample_rate=settings.audio_in_sample_rate,
-            finalize_timeout=settings.stt_finalize_timeout_secs,
+            stall_timeout=settings.stt_stall_timeout_secs,
             call_id=call_id,
         )
         self.llm = LlamaLLMService(

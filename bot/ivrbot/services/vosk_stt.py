@@ -17,10 +17,16 @@ A server that is down or drops the session never fails the call: audio is droppe
 while disconnected, the service reconnects with a capped backoff for as long as the call lasts,
 and each outage is reported once as a non-permanent ``ErrorFrame`` (category CONNECTIVITY).
 
-A server that stops answering (paused, swapped out, wedged) is caught at the finalize: if the reset
-is not answered within ``finalize_timeout`` the utterance is reported lost (an ``ErrorFrame``, so
-the caller hears the apology), the session is dropped with everything still unanswered on it (a
-late transcript would answer a question asked long ago), and the service reconnects as after an
+A server that stops answering (paused, swapped out, wedged) is caught while a finalize waits. A
+slow server is not a stall: under load the Korean model decodes slower than real time and one
+100 ms message can take 1-2 s, so silence on the data path proves nothing, and a ping on it is no
+better (the server stops reading the socket while 16 messages wait, so the ping waits behind
+them). A fresh connection does prove it: the server's event loop accepts the WebSocket handshake
+while its decoder threads work, and a paused process cannot. So when nothing has come for half of
+``stall_timeout`` the service opens a probe connection, and one not accepted within
+``stall_timeout`` is a stall: the utterance is reported lost (an ``ErrorFrame``, so the caller
+hears the apology), the session is dropped with everything still unanswered on it (a late
+transcript would answer a question asked long ago), and the service reconnects as after an
 outage; connecting is bounded by ``open_timeout`` so a paused server is retried, not waited on.
 
 ``ttfs_p99_latency`` (announced to the turn strategy) is only the safety net for a final that never
@@ -52,6 +58,7 @@ from pipecat.services.stt_service import WebsocketSTTService
 from pipecat.utils.errors import ErrorCategory
 from pipecat.utils.time import time_now_iso8601
 from pipecat.utils.tracing.service_decorators import traced_stt
+from websockets.asyncio.client import connect as websocket_connect
 from websockets.protocol import State
 
 from ivrbot.logs import get_logger
@@ -81,7 +88,7 @@ class VoskSTTService(WebsocketSTTService):
         call_id: str = "",
         reconnect_min_wait: float = 0.25,
         reconnect_max_wait: float = 2.0,
-        finalize_timeout: float = 1.0,
+        stall_timeout: float = 1.0,
         open_timeout: float = 2.0,
         ttfs_p99_latency: float = 1.5,
         **kwargs: Any,
@@ -93,8 +100,8 @@ class VoskSTTService(WebsocketSTTService):
             reconnect_on_error=False,
             **kwargs,
         )
-        if finalize_timeout <= 0 or open_timeout <= 0:
-            raise ValueError("finalize_timeout and open_timeout must be > 0")
+        if stall_timeout <= 0 or open_timeout <= 0:
+            raise ValueError("stall_timeout and open_timeout must be > 0")
         self._url = url
         self._preroll_ms = preroll_ms
         self._batch_ms = batch_ms
@@ -106,9 +113,10 @@ class VoskSTTService(WebsocketSTTService):
         self._connected = asyncio.Event()
         self._min_wait = reconnect_min_wait
         self._max_wait = reconnect_max_wait
-        self._finalize_timeout = finalize_timeout
+        self._stall_timeout = stall_timeout
         self._open_timeout = open_timeout
         self._stalled = False
+        self._last_rx = 0.0  # loop time of the latest message from the server
         self._log = get_logger(__name__).bind(call_id=call_id, service="vosk")
         self.dropped_audio_bytes = 0
         self.sent_audio_bytes = 0
@@ -168,9 +176,13 @@ class VoskSTTService(WebsocketSTTService):
     async def _connect_websocket(self) -> None:
         self._websocket = await self._websocket_connect(self._url, max_size=2**22, open_timeout=self._open_timeout)
         await self._websocket.send(json.dumps({"config": {"sample_rate": self.sample_rate, "words": 0}}))
+        # The server builds its recognizer on the first audio (0.1-0.2 s here, more under load):
+        # 100 ms of silence now keeps that off the first utterance's path.
+        await self._websocket.send(bytes(self.sample_rate // 10 * 2))
         # A new recognizer session: nothing is outstanding on it, and half an utterance sent to the
         # old one would only make the next final wrong.
         self._sent.clear()
+        self._sent.append("audio")
         self._resets.clear()
         if self._gate.speaking:
             self._gate.stop()
@@ -293,19 +305,37 @@ class VoskSTTService(WebsocketSTTService):
         self.request_finalize()  # type: ignore[no-untyped-call]
 
     async def _watch_resets(self, ws: Any) -> None:
-        """While resets are unanswered on ``ws``: the oldest one older than ``finalize_timeout`` is a stall."""
+        """While a reset is unanswered on ``ws``: a server quiet for half of ``stall_timeout`` is
+        probed with a new connection, and one that does not accept it within ``stall_timeout`` has
+        stalled."""
         loop = asyncio.get_running_loop()
         while self._resets and self._websocket is ws:
-            oldest = self._resets[0]
-            wait = oldest + self._finalize_timeout - loop.time()
+            quiet_since = max(self._resets[0], self._last_rx)
+            wait = quiet_since + self._stall_timeout / 2 - loop.time()
             if wait > 0:
                 await asyncio.sleep(wait)
                 continue
-            await self._stall(ws, waited=loop.time() - oldest)
-            return
+            if not await self._server_alive():
+                if self._resets and self._websocket is ws:
+                    await self._stall(ws, waited=loop.time() - quiet_since)
+                return
+            self._last_rx = max(self._last_rx, loop.time())  # alive, only slow: another round
+
+    async def _server_alive(self) -> bool:
+        """Whether the server completes a WebSocket handshake within ``stall_timeout``."""
+        try:
+            probe = await websocket_connect(self._url, open_timeout=self._stall_timeout, close_timeout=0.1)
+        except TimeoutError:
+            return False
+        except Exception:
+            return False  # refused or reset: not answering either
+        transport = getattr(probe, "transport", None)
+        if transport is not None:
+            transport.abort()  # no audio was sent: nothing to close politely
+        return True
 
     async def _stall(self, ws: Any, waited: float) -> None:
-        """The server holds a finalize too long: the utterance is lost, the session abandoned."""
+        """The server stopped answering with a finalize outstanding: the utterance is lost, the session abandoned."""
         self.stalls += 1
         self._stalled = True
         outstanding = len(self._sent)
@@ -315,11 +345,11 @@ class VoskSTTService(WebsocketSTTService):
         self._connected.clear()
         self._finalize_pending = False
         self._log.warning(
-            "stt stalled", waited_s=round(waited, 2), timeout_s=self._finalize_timeout, unanswered=outstanding
+            "stt stalled", silent_s=round(waited, 2), timeout_s=self._stall_timeout, unanswered=outstanding
         )
         await self.stop_processing_metrics()
         await self.push_error(
-            error_msg=f"vosk-server at {self._url} did not answer within {self._finalize_timeout} s: utterance lost",
+            error_msg=f"vosk-server at {self._url} stalled (accepts no connection): utterance lost",
             category=ErrorCategory.CONNECTIVITY,
         )
         # A paused server cannot take part in a closing handshake: drop the TCP connection; the
@@ -353,6 +383,7 @@ class VoskSTTService(WebsocketSTTService):
         except ValueError:
             self._log.warning("vosk sent a message that is not JSON", size=len(message))
             return
+        self._last_rx = asyncio.get_running_loop().time()
         if not self._sent:
             return  # nothing outstanding: an answer to a session given up on (stale), or unsolicited
         answered = self._sent.popleft()
