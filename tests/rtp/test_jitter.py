@@ -158,7 +158,7 @@ def number(payload: bytes) -> int:
     return d[0] << 6 | d[1] << 3 | d[2]
 
 
-def tick_run(jb: JitterBuffer, arrivals_ms: list[float], payload: bytes = LOUD) -> list[int]:
+def tick_run(jb: JitterBuffer, arrivals_ms: list[float], quiet_until: int = 0) -> list[int]:
     """Packet n (20 ms each) arrives at arrivals_ms[n]; pop() ticks every 20 ms from t=0 + 1 ms.
 
     Returns the tick number at which each packet played (played order is checked too).
@@ -173,11 +173,11 @@ def tick_run(jb: JitterBuffer, arrivals_ms: list[float], payload: bytes = LOUD) 
         now = tick * 20.0 + 1.0
         while i < len(events) and events[i][0] <= now:
             t, n = events[i]
-            jb.push(9, n & 0xFFFF, (n * 160) & 0xFFFFFFFF, n.to_bytes(4, "big") + payload, arrival=t / 1000.0)
+            jb.push(9, n & 0xFFFF, (n * 160) & 0xFFFFFFFF, body(n, n < quiet_until), arrival=t / 1000.0)
             i += 1
         p = jb.pop()
         if p.kind is PlayoutKind.AUDIO:
-            n = int.from_bytes(p.payload[:4], "big")
+            n = number(p.payload)
             order.append(n)
             played_at[n] = tick
         tick += 1
@@ -187,24 +187,37 @@ def tick_run(jb: JitterBuffer, arrivals_ms: list[float], payload: bytes = LOUD) 
 
 def test_a_clean_path_plays_after_one_tick_a_jittery_one_waits_longer() -> None:
     clean = JitterBuffer(adaptive=True)
-    at = tick_run(clean, [20.0 * n + 0.5 for n in range(200)])
+    # 2 s of silence (the caller hears the greeting out), then speech
+    at = tick_run(clean, [20.0 * n + 0.5 for n in range(200)], quiet_until=100)
     assert clean.jitter_ms < 1.0 and clean.target_depth() == 1 and clean.depth == 1
-    # each packet plays on the first tick after it arrived: no underrun, no added delay
-    assert [t - n for n, t in enumerate(at)] == [0] * 200
+    assert clean.stats.trimmed == 2 and clean.stats.lost == 0
+    # the speech plays on the first tick after each packet arrived: 40 ms sooner than before
+    assert [t - n for n, t in enumerate(at)][100:] == [0] * 100
     fixed = JitterBuffer(depth=3)
-    at = tick_run(fixed, [20.0 * n + 0.5 for n in range(200)])
+    at = tick_run(fixed, [20.0 * n + 0.5 for n in range(200)], quiet_until=100)
     assert [t - n for n, t in enumerate(at)] == [2] * 200, "the fixed buffer holds each packet 40 ms longer"
 
     import random
 
     rng = random.Random(3)
     jittery = JitterBuffer(adaptive=True)
-    # transit varies by 0-30 ms per packet: a fixed one-tick buffer would underrun again and again
-    at = tick_run(jittery, [20.0 * n + rng.uniform(0.0, 30.0) for n in range(500)])
+    # transit varies by 0-30 ms per packet: a one-tick buffer would underrun again and again
+    at = tick_run(jittery, [20.0 * n + rng.uniform(0.0, 30.0) for n in range(500)], quiet_until=250)
     assert jittery.jitter_ms > 5.0 and jittery.target_depth() == 3 and jittery.depth == 3
-    assert sum(t < 0 for t in at) <= 5, "once deep enough, packets arrive in time to play"
+    assert sum(t < 0 for t in at) <= 5, "deep enough: packets arrive in time to play"
 
 
+def test_reordered_speech_deepens_a_one_tick_buffer_at_once() -> None:
+    jb = JitterBuffer(adaptive=True)
+    arrivals = [20.0 * n + 0.5 for n in range(300)]
+    for k in (150, 200):  # speech: k + 1 arrives before k, twice
+        arrivals[k], arrivals[k + 1] = arrivals[k + 1], arrivals[k]
+    at = tick_run(jb, arrivals, quiet_until=100)
+    assert [t - n for n, t in enumerate(at)][100:150] == [0] * 50, "one tick deep before the swap"
+    # the early packet's transit jump raises the jitter estimate: one tick of silence, and the
+    # late one still plays in order; the reorder then holds the depth at 2
+    assert all(t >= 0 for t in at[100:]) and jb.stats.late == 0 and jb.stats.lost == 0
+    assert jb.stats.stretched == 1 and jb.depth == 2 and jb.target_depth() == 2
 
 def test_the_fixed_buffer_is_what_it_was_when_not_adaptive() -> None:
     jb = JitterBuffer(depth=3)

@@ -12,11 +12,12 @@ If the peer's clock runs fast the buffer is trimmed back to ``max_depth`` (oldes
 
 Adaptive depth (``adaptive=True``, packets pushed with their ``arrival`` time): the interarrival
 jitter is estimated as RFC 3550 6.4.1 does (J += (|D| - J) / 16, D the change in transit time) and
-the depth wanted is ``1 + ceil(4 J / 20 ms)`` ticks, clamped to ``min_depth..max_adaptive_depth``
-(20-60 ms by default): a clean LAN path waits one tick, a jittery one up to three. A deeper target
-takes effect at the next priming (start, underrun, resync: an underrun is what a too-shallow buffer
-produces). A shallower target is reached by dropping silent packets only (counted ``trimmed``),
-and only once the buffer has held more than the target for a whole second, so speech is never cut.
+the depth wanted is ``1 + ceil(4 J / 20 ms)`` ticks, at least what a reordered packet needed to play
+in order (or one more than the depth a late packet missed) over the last 10 s, clamped to
+``min_depth..max_adaptive_depth`` (20-60 ms by default). The buffer starts at ``depth``; a deeper
+target is taken at once (one tick of silence, counted ``stretched``); a shallower one only by
+dropping silent packets (counted ``trimmed``) once the buffer has held more than the target for a
+whole second, so speech is never cut to save latency.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class JitterStats:
     resyncs: int = 0
     timestamp_jumps: int = 0
     trimmed: int = 0
+    stretched: int = 0
 
 
 #: mu-law codes of near-zero samples (|x| <= 64 of 32124): what a silent packet is made of
@@ -59,6 +61,8 @@ _QUIET_ULAW = bytes([*range(0xF8, 0x100), *range(0x78, 0x80)])
 _TICK_MS = 20.0
 #: ticks the buffer must stay above the target before a silent packet is dropped to shrink it
 _SHRINK_AFTER = 50
+#: packets for which a reordered or late packet keeps the depth it called for (10 s at 20 ms)
+_DISORDER_HOLD = 500
 
 
 def is_quiet(payload: bytes) -> bool:
@@ -93,6 +97,8 @@ class JitterBuffer:
         self.jitter = 0.0
         self._transit: float | None = None
         self._above = 0  # consecutive ticks with more buffered than the target
+        self._floor = 0  # depth the latest reordered or late packet called for
+        self._floor_until = 0  # ... until this many packets have been received
         self.depth = min(max(depth, min_depth), max_adaptive_depth) if adaptive else depth
         self.max_depth = max_depth
         self.resync_gap = resync_gap
@@ -122,7 +128,7 @@ class JitterBuffer:
 
     def _prime(self) -> None:
         if self.adaptive:
-            self.depth = self.target_depth()
+            self.depth = max(self.depth, self.target_depth())  # shallower only by dropping silence
         self._priming = self.depth
         self._above = 0
 
@@ -143,7 +149,13 @@ class JitterBuffer:
         if not self.adaptive:
             return self.depth
         want = 1 + math.ceil(4.0 * self.jitter_ms / _TICK_MS - 1e-9)
+        if self.stats.received < self._floor_until:
+            want = max(want, self._floor)
         return min(self.max_adaptive_depth, max(self.min_depth, want))
+
+    def _disorder(self, need: int) -> None:
+        self._floor = max(self._floor if self.stats.received < self._floor_until else 0, need)
+        self._floor_until = self.stats.received + _DISORDER_HOLD
 
     def _measure(self, timestamp: int, arrival: float) -> None:
         transit = arrival * self.clock_rate - timestamp
@@ -181,13 +193,18 @@ class JitterBuffer:
         assert self._next is not None and self._highest is not None
         if ext < self._next:
             self.stats.late += 1
+            if self.adaptive:
+                self._disorder(self.depth + 1)  # the buffer was too shallow for this path
             return
         if ext in self._buf:
             self.stats.duplicate += 1
             return
         self.stats.received += 1
-        if arrival is not None and self.adaptive:
-            self._measure(timestamp, arrival)
+        if self.adaptive:
+            if ext < self._highest:
+                self._disorder(self._highest - ext + 1)  # played in order only this deep
+            if arrival is not None:
+                self._measure(timestamp, arrival)
         self._check_timestamp(ext, timestamp, self.samples_per_packet if samples is None else samples)
         self._buf[ext] = payload
         if ext > self._highest:
@@ -219,6 +236,11 @@ class JitterBuffer:
             self._prime()
             return _IDLE
         if self.adaptive:
+            if self.target_depth() > self.depth:
+                # deeper at once: one tick of silence now instead of losing packets until an underrun
+                self.depth += 1
+                self.stats.stretched += 1
+                return _IDLE
             self._shrink()
         payload = self._buf.pop(self._next, None)
         self._next += 1
