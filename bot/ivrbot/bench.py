@@ -1,8 +1,11 @@
 """`ivrbot bench`: end-of-question to first-reply latency under load, measured with real calls.
 
-Each call is what a phone does: INVITE, RTP both ways, the greeting heard out, a Korean question
-spoken by espeak-ng (trailing silence trimmed so its end is the caller's last word), the reply
-listened to, BYE. The caller's clock gives the number the user feels (last speech packet sent ->
+Each call is what a phone does: INVITE, RTP both ways from the ACK on, a Korean question spoken by
+espeak-ng (trailing silence trimmed so its end is the caller's last word), the reply listened to,
+BYE. When it asks is the caller profile's choice (``--profiles``): after hearing the greeting out,
+at once, after 1.5 s or 5 s of silence, or again after keeping the line open; the latency a caller
+gets must not depend on it, so each level places calls of every chosen profile and reports them
+per profile too. The caller's clock gives the number the user feels (last speech packet sent ->
 first non-silent reply packet received); the bot's spans, exported over OTLP to a receiver inside
 this process, say where that time went (``turn`` span, children ``stt``/``llm``/``tts``/``rtp.send``).
 The bot's JSON log ("turn latency") is the fallback when a trace does not arrive, and each call
