@@ -73,6 +73,8 @@ _Sent = Literal["audio", "reset"]
 #: audio kept while the caller is silent and sent when the VAD starts; covers the VAD's start lag
 #: (start_secs 0.15 s + Silero's 32 ms window + the frame's trip back upstream; see docs/media.md)
 PREROLL_MS = 400
+#: silence sent when a session opens, so the recognizer's set-up is not paid by the first question
+WARMUP_MS = 1000
 
 
 class VoskSTTService(WebsocketSTTService):
@@ -176,9 +178,10 @@ class VoskSTTService(WebsocketSTTService):
     async def _connect_websocket(self) -> None:
         self._websocket = await self._websocket_connect(self._url, max_size=2**22, open_timeout=self._open_timeout)
         await self._websocket.send(json.dumps({"config": {"sample_rate": self.sample_rate, "words": 0}}))
-        # The server builds its recognizer on the first audio (0.1-0.2 s here, more under load):
-        # 100 ms of silence now keeps that off the first utterance's path.
-        await self._websocket.send(bytes(self.sample_rate // 10 * 2))
+        # A new recognizer pays a one-time cost in its first half second of audio (its creation, then
+        # 1-3 s of decoder set-up at the 0.5 s mark, measured here under load): 1 s of silence now
+        # pays it at connect time, not on the caller's first question.
+        await self._websocket.send(bytes(self.sample_rate * 2 * WARMUP_MS // 1000))
         # A new recognizer session: nothing is outstanding on it, and half an utterance sent to the
         # old one would only make the next final wrong.
         self._sent.clear()
