@@ -143,4 +143,5 @@ def test_bench_runs_real_calls_and_writes_its_files(tmp_path: Path) -> None:
     table = (out / "latency.md").read_text(encoding="utf-8")
     assert table == (table.split("\n", 2)[0] + "\n\n" + markdown_table(doc))
     rows = [line for line in table.splitlines() if line.startswith("| 1 |")]
-    assert len(rows) == 2, "one latency row and one resource row for concurrency 1"
+    assert len(rows) == 4, "one latency row, one row per caller profile and one resource row for concurrency 1"
+    assert any(r.startswith("| 1 | greeting | 1/1 |") for r in rows)
