@@ -80,7 +80,12 @@ class CallAssistant:
         # The system prompt travels as the LLM service's system_instruction (Pipecat 1.9+), first and
         # byte-identical in every request; the context holds only the conversation.
         self.context = LLMContext()
-        self.stt = VoskSTTService(url=settings.vosk_url, sample_rate=settings.audio_in_sample_rate, call_id=call_id)
+        self.stt = VoskSTTService(
+            url=settings.vosk_url,
+            sample_rate=settings.audio_in_sample_rate,
+            stall_timeout=settings.stt_stall_timeout_secs,
+            call_id=call_id,
+        )
         self.llm = LlamaLLMService(
             base_url=settings.llama_url,
             system_prompt=settings.system_prompt,

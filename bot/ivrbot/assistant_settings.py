@@ -94,3 +94,7 @@ class AssistantSettings:
     tts_sample_rate: int = 22050
     #: sample rate the transport delivers caller audio at (Vosk and Silero both get this)
     audio_in_sample_rate: int = 16000
+    #: a Vosk server that, while a final is awaited, sends nothing for half of this and then does not
+    #: accept a new WebSocket connection within this has stalled: the utterance is reported lost
+    #: (apology) and the session replaced. A slow but live server accepts it and is waited for.
+    stt_stall_timeout_secs: float = 1.0

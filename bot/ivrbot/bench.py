@@ -1,8 +1,11 @@
 """`ivrbot bench`: end-of-question to first-reply latency under load, measured with real calls.
 
-Each call is what a phone does: INVITE, RTP both ways, the greeting heard out, a Korean question
-spoken by espeak-ng (trailing silence trimmed so its end is the caller's last word), the reply
-listened to, BYE. The caller's clock gives the number the user feels (last speech packet sent ->
+Each call is what a phone does: INVITE, RTP both ways from the ACK on, a Korean question spoken by
+espeak-ng (trailing silence trimmed so its end is the caller's last word), the reply listened to,
+BYE. When it asks is the caller profile's choice (``--profiles``): after hearing the greeting out,
+at once, after 1.5 s or 5 s of silence, or again after keeping the line open; the latency a caller
+gets must not depend on it, so each level places calls of every chosen profile and reports them
+per profile too. The caller's clock gives the number the user feels (last speech packet sent ->
 first non-silent reply packet received); the bot's spans, exported over OTLP to a receiver inside
 this process, say where that time went (``turn`` span, children ``stt``/``llm``/``tts``/``rtp.send``).
 The bot's JSON log ("turn latency") is the fallback when a trace does not arrive, and each call
@@ -57,6 +60,34 @@ STAGE_OF_SPAN = {"stt": "vad_to_stt", "llm": "stt_to_llm", "tts": "llm_to_tts", 
 DEFAULT_OUT = Path("docs/bench")
 
 
+@dataclass(frozen=True)
+class CallerProfile:
+    """How a caller behaves around its question; the latency it gets must not depend on this."""
+
+    name: str
+    description: str
+    #: hear the bot's greeting out (up to 5 s for it to start) before anything else
+    wait_greeting: bool = False
+    #: silence sent before the (first) question
+    silence_before_s: float = 0.0
+    #: keep the line open this long, silent, after the reply; then ask again (that turn is measured)
+    open_line_s: float = 0.0
+
+
+PROFILES: dict[str, CallerProfile] = {
+    p.name: p
+    for p in (
+        CallerProfile("greeting", "hears the greeting out, then asks", wait_greeting=True),
+        CallerProfile("immediate", "asks right after the answer (RTP from the ACK on)"),
+        CallerProfile("pause1.5", "asks after 1.5 s of silence", silence_before_s=1.5),
+        CallerProfile("pause5", "asks after 5 s of silence", silence_before_s=5.0),
+        CallerProfile("open-line", "asks at once, keeps the line open 5 s after the reply, asks again "
+                      "(the second turn is measured)", open_line_s=5.0),
+    )
+}
+DEFAULT_PROFILES: tuple[str, ...] = ("greeting",)
+
+
 class BenchError(RuntimeError):
     """The benchmark could not run (bad arguments, stack failed to start)."""
 
@@ -69,6 +100,7 @@ class BenchConfig:
     out: Path = DEFAULT_OUT
     questions: tuple[str, ...] = QUESTIONS
     greeting: str = DEFAULT_GREETING
+    profiles: tuple[str, ...] = DEFAULT_PROFILES
     reply_timeout: float = 20.0
     stagger: float = 1.0
     watch: dict[str, int] = field(default_factory=dict)
@@ -80,6 +112,7 @@ class CallResult:
     level: int
     index: int
     question: str
+    profile: str = "greeting"
     call_id: str = ""
     ok: bool = False
     error: str = ""
@@ -92,6 +125,8 @@ class CallResult:
     speech_end_unix_ns: int = 0
     reply_audio_s: float = 0.0
     started_s: float = 0.0
+    #: caller-side latency of every turn of the call, in order (the measured one is the last)
+    turns_ms: list[float] = field(default_factory=list)
 
 
 # -- statistics -----------------------------------------------------------------------------------
@@ -126,8 +161,10 @@ def max_concurrency_within(levels: list[dict[str, Any]], target_ms: float = TARG
 # -- stage times from spans (or from the log) ------------------------------------------------------
 
 
-def stages_from_trace(spans: list[ReceivedSpan]) -> tuple[dict[str, float], float | None, int | None]:
-    """Stage durations of the first complete turn of one call's trace, from the project's spans.
+def stages_from_trace(
+    spans: list[ReceivedSpan], turn_index: int = 0
+) -> tuple[dict[str, float], float | None, int | None]:
+    """Stage durations of one complete turn (``turn_index`` in time order, -1 the last) of one call's trace.
 
     Pipecat's own tracing also emits spans named ``turn``/``stt``/``llm``/``tts``; the project's are
     the ones with ``turn.complete`` (turn) and ``ivrbot.stage`` (stage children).
@@ -136,9 +173,9 @@ def stages_from_trace(spans: list[ReceivedSpan]) -> tuple[dict[str, float], floa
         (s for s in spans if s.name == "turn" and s.attributes.get("turn.complete") is True),
         key=lambda s: s.start_ns,
     )
-    if not turns:
+    if not turns or not -len(turns) <= turn_index < len(turns):
         return {}, None, None
-    turn = turns[0]
+    turn = turns[turn_index]
     stages: dict[str, float] = {}
     for s in spans:
         if s.parent_span_id == turn.span_id and "ivrbot.stage" in s.attributes:
@@ -228,27 +265,50 @@ class ResourceMonitor:
 
 
 async def place_call(
-    target: tuple[str, int], question_pcm8k: bytes, result: CallResult, *, reply_timeout: float
+    target: tuple[str, int],
+    question_pcm8k: bytes,
+    result: CallResult,
+    *,
+    reply_timeout: float,
+    profile: CallerProfile = PROFILES["greeting"],
+    again_pcm8k: bytes | None = None,
 ) -> None:
-    """One call: greeting heard out, the question, the reply until it ends; fills ``result``."""
+    """One call as ``profile`` behaves: the question(s), each reply until it ends; fills ``result``."""
     try:
         async with SipCaller(target) as call:
             result.call_id = call.record.call_id
-            if await call.wait_audible(0.0, 5.0) is not None:
+            if profile.wait_greeting and await call.wait_audible(0.0, 5.0) is not None:
                 await call.wait_quiet(0.8, 20.0)
-            await call.play(question_pcm8k)
-            t_end = call.record.speech_sent_until or time.monotonic()
-            result.speech_end_unix_ns = time.time_ns() - round((time.monotonic() - t_end) * 1e9)
-            t_first = await call.wait_audible(t_end, reply_timeout)
-            if t_first is None:
-                result.error = "no reply audio" if not call.ended.is_set() else "call ended without a reply"
-                return
-            result.caller_latency_ms = round((t_first - t_end) * 1000.0, 1)
-            await call.wait_quiet(1.0, 30.0)
+            if profile.silence_before_s > 0:
+                await asyncio.sleep(profile.silence_before_s)  # the caller's stream carries silence
+            questions = [question_pcm8k]
+            if profile.open_line_s > 0:
+                questions.append(again_pcm8k or question_pcm8k)
+            for n, pcm in enumerate(questions):
+                if n:
+                    await asyncio.sleep(profile.open_line_s)
+                await call.play(pcm)
+                t_end = call.record.speech_sent_until or time.monotonic()
+                result.speech_end_unix_ns = time.time_ns() - round((time.monotonic() - t_end) * 1e9)
+                t_first = await call.wait_audible(t_end, reply_timeout)
+                if t_first is None:
+                    result.error = "no reply audio" if not call.ended.is_set() else "call ended without a reply"
+                    return
+                result.turns_ms.append(round((t_first - t_end) * 1000.0, 1))
+                await call.wait_quiet(1.0, 30.0)
+            result.caller_latency_ms = result.turns_ms[-1]
             result.reply_audio_s = round(call.record.audible_seconds(t_end), 2)
             result.ok = True
     except (CallFailed, OSError) as exc:
         result.error = f"{type(exc).__name__}: {exc}"
+
+
+def profile_plan(n_calls: int, profiles: tuple[str, ...], questions: int) -> list[tuple[str, int]]:
+    """(profile, question index) of each call of a level: profiles take turns, each walks the questions."""
+    if not profiles:
+        raise BenchError("at least one caller profile is needed")
+    k = len(profiles)
+    return [(profiles[i % k], (i // k) % questions) for i in range(n_calls * k)]
 
 
 # -- a level --------------------------------------------------------------------------------------
@@ -275,7 +335,7 @@ class Bench:
             return
         try:
             trace = await asyncio.to_thread(self.receiver.trace_of, result.call_id, 15.0)
-            stages, total, turn_start_ns = stages_from_trace(trace)
+            stages, total, turn_start_ns = stages_from_trace(trace, -1 if len(result.turns_ms) > 1 else 0)
         except AssertionError:
             stages, total, turn_start_ns = {}, None, None
         if stages:
@@ -290,7 +350,9 @@ class Bench:
                 result.stages_ms, result.bot_total_ms, result.stages_source = stages, total, "log"
 
     async def run_level(self, concurrency: int) -> dict[str, Any]:
-        n_calls = max(self.config.calls_per_level, concurrency)
+        plan = profile_plan(max(self.config.calls_per_level, concurrency), self.config.profiles,
+                            len(self.config.questions))
+        n_calls = len(plan)
         pending: asyncio.Queue[int] = asyncio.Queue()
         for i in range(n_calls):
             pending.put_nowait(i)
@@ -304,11 +366,15 @@ class Bench:
                     i = pending.get_nowait()
                 except asyncio.QueueEmpty:
                     return
-                q = self.config.questions[i % len(self.config.questions)]
-                r = CallResult(level=concurrency, index=i, question=q, started_s=round(time.monotonic() - t0, 2))
+                name, qi = plan[i]
+                q = self.config.questions[qi]
+                again = self.config.questions[(qi + 1) % len(self.config.questions)]
+                r = CallResult(level=concurrency, index=i, question=q, profile=name,
+                               started_s=round(time.monotonic() - t0, 2))
                 results.append(r)
-                await place_call(self.target, self.speech[q], r, reply_timeout=self.config.reply_timeout)
-                say(f"  c={concurrency} call {i + 1}/{n_calls}: " + (
+                await place_call(self.target, self.speech[q], r, reply_timeout=self.config.reply_timeout,
+                                 profile=PROFILES[name], again_pcm8k=self.speech[again])
+                say(f"  c={concurrency} call {i + 1}/{n_calls} ({name}): " + (
                     f"{r.caller_latency_ms:.0f} ms" if r.ok and r.caller_latency_ms is not None else f"FAILED {r.error}"
                 ))
 
@@ -334,6 +400,18 @@ class Bench:
             "ok": len(ok),
             "failed": len(results) - len(ok),
             "caller_latency_ms": summarize([r.caller_latency_ms for r in ok if r.caller_latency_ms is not None]),
+            "profiles": {
+                name: {
+                    "calls": sum(1 for r in results if r.profile == name),
+                    "caller_latency_ms": summarize(
+                        [r.caller_latency_ms for r in ok if r.profile == name and r.caller_latency_ms is not None]
+                    ),
+                    "vad_to_stt_ms": summarize(
+                        [r.stages_ms["vad_to_stt"] for r in ok if r.profile == name and "vad_to_stt" in r.stages_ms]
+                    ),
+                }
+                for name in self.config.profiles
+            },
             "stages_ms": stages,
             "stage_sources": sorted({r.stages_source for r in ok}),
             "wall_s": round(wall, 1),
@@ -373,6 +451,7 @@ class Bench:
                 "questions": list(self.config.questions),
                 "question_seconds": {q: round(len(p) / 16000, 2) for q, p in self.speech.items()},
                 "greeting": self.config.greeting,
+                "profiles": {n: PROFILES[n].description for n in self.config.profiles},
                 "stagger_s": self.config.stagger,
             },
             "target_p95_ms": TARGET_P95_MS,
@@ -408,6 +487,19 @@ def markdown_table(doc: dict[str, Any]) -> str:
         )
     best = doc["max_concurrency_within_target"]
     lines += ["", f"Highest concurrency with p95 within 1.5 s: **{best if best is not None else 'none'}**", ""]
+    if any(len(lv.get("profiles", {})) > 1 for lv in doc["levels"]):
+        lines += [
+            "| concurrency | caller profile | calls ok/all | p50 ms | p95 ms | max ms | VAD→STT p50 | VAD→STT max |",
+            "|---:|:---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for lv in doc["levels"]:
+            for name, pr in lv.get("profiles", {}).items():
+                cl, vs = pr["caller_latency_ms"], pr["vad_to_stt_ms"]
+                lines.append(
+                    f"| {lv['concurrency']} | {name} | {cl['n']}/{pr['calls']} | {_fmt(cl['p50'])} | {_fmt(cl['p95'])} "
+                    f"| {_fmt(cl['max'])} | {_fmt(vs['p50'])} | {_fmt(vs['max'])} |"
+                )
+        lines.append("")
     names = sorted({n for lv in doc["levels"] for n in lv["resources"]})
     if names:
         lines.append("| concurrency | " + " | ".join(f"{n} CPU s (%) / peak RSS MB" for n in names) + " |")
@@ -555,18 +647,39 @@ def parse_watch(text: str) -> tuple[str, int]:
     return name, int(pid)
 
 
+def parse_profiles(text: str) -> tuple[str, ...]:
+    names = tuple(x.strip() for x in text.split(",") if x.strip())
+    unknown = [n for n in names if n not in PROFILES]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown caller profile(s) {', '.join(unknown) or text!r}; choose from {', '.join(PROFILES)}"
+        )
+    return tuple(dict.fromkeys(names))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ivrbot bench", description=(__doc__ or "").splitlines()[0])
     p.add_argument("--target", type=parse_target, help="HOST:PORT of a running bot (default: start the local stack)")
     p.add_argument("--levels", type=parse_levels, default=DEFAULT_LEVELS, help="concurrency levels, e.g. 1,2,4,8")
-    p.add_argument("--calls-per-level", type=int, default=5, help="calls per level (at least the concurrency)")
+    p.add_argument("--calls-per-level", type=int, default=5,
+                   help="calls per level and caller profile (at least the concurrency)")
+    p.add_argument("--profiles", type=parse_profiles, default=DEFAULT_PROFILES,
+                   help="caller profiles, taking turns within each level: "
+                        + "; ".join(f"{q.name}: {q.description}" for q in PROFILES.values()))
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where latency.json/.png/.md go")
-    p.add_argument("--greeting", default=DEFAULT_GREETING, help="the local bot's greeting ('' for none)")
+    p.add_argument("--greeting", default=None,
+                   help=f"the local bot's greeting ('' for none; default {DEFAULT_GREETING!r} when a profile "
+                        "waits for it, else none)")
     p.add_argument("--reply-timeout", type=float, default=20.0, help="seconds to wait for a reply")
     p.add_argument("--stagger", type=float, default=1.0, help="callers start jittered over this many seconds")
     p.add_argument("--watch", type=parse_watch, action="append", default=[],
                    help="NAME=PID of another process to measure (with --target)")
     return p
+
+
+def default_greeting(profiles: tuple[str, ...]) -> str:
+    """A greeting only when some caller waits for one; otherwise callers who ask at once would barge in on it."""
+    return DEFAULT_GREETING if any(PROFILES[n].wait_greeting for n in profiles) else ""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -579,7 +692,8 @@ def main(argv: list[str] | None = None) -> int:
         calls_per_level=args.calls_per_level,
         target=args.target,
         out=args.out,
-        greeting=args.greeting,
+        greeting=default_greeting(args.profiles) if args.greeting is None else args.greeting,
+        profiles=args.profiles,
         reply_timeout=args.reply_timeout,
         stagger=args.stagger,
         watch=dict(args.watch),

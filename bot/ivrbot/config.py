@@ -54,6 +54,7 @@ class BotConfig:
     dtmf_map: dict[str, dict[str, str]] = field(default_factory=dict)
     hangup_phrases: tuple[str, ...] = AssistantSettings.hangup_phrases
     silence_timeout_secs: float = AssistantSettings.silence_timeout_secs
+    stt_stall_timeout_secs: float = AssistantSettings.stt_stall_timeout_secs
     #: echo caller audio back instead of running the assistant (media tests, network checks)
     echo: bool = False
 
@@ -78,6 +79,7 @@ class BotConfig:
             dtmf_map=parse_dtmf_map(self.dtmf_map),
             hangup_phrases=self.hangup_phrases,
             silence_timeout_secs=self.silence_timeout_secs,
+            stt_stall_timeout_secs=self.stt_stall_timeout_secs,
         )
 
     def validate(self) -> BotConfig:
@@ -87,6 +89,8 @@ class BotConfig:
                 raise ConfigError(f"{name}: {v} is not a port number (1-65535)")
         if self.rtp_port_max - self.rtp_port_min < 1:
             raise ConfigError(f"rtp_port_max: the range {self.rtp_port_min}-{self.rtp_port_max} holds no RTP/RTCP pair")
+        if not self.stt_stall_timeout_secs > 0:
+            raise ConfigError(f"stt_stall_timeout_secs: must be > 0, got {self.stt_stall_timeout_secs}")
         if self.max_calls < 1:
             raise ConfigError(f"max_calls: must be at least 1, got {self.max_calls}")
         for cidr in self.trusted_proxies:

@@ -161,3 +161,37 @@ async def test_llama_paused_mid_reply_then_back(sidecar_logs: Path, vosk: Sideca
     finally:
         os.kill(pid, signal.SIGCONT)
         llama.stop()
+
+
+async def test_vosk_paused_then_resumed(sidecar_logs: Path, piper: SidecarProcess, llama: SidecarProcess,
+                                        call_control: RecordingCallControl) -> None:
+    """A paused Vosk (SIGSTOP) is noticed at the end of the question: apology, logged with the call
+    id; once it resumes (SIGCONT) the old question is never answered and the next one is."""
+    import os
+    import signal
+
+    import structlog
+
+    vosk = vosk_process(sidecar_logs)
+    vosk.start()
+    assert vosk.proc is not None
+    pid = vosk.proc.pid
+    s = AssistantSettings(**urls(vosk.port, piper.port, llama.port), max_tokens=30)  # type: ignore[arg-type]
+    try:
+        async with Call(s, call_control, apology=render_apology(s.apology_text)) as c:
+            assert await c.wait_for(lambda: c.assistant.stt.connected)
+            os.kill(pid, signal.SIGSTOP)
+            with structlog.testing.capture_logs() as logs:
+                await ask(c)
+                assert await c.wait_for(lambda: c.assistant.apologies_played == 1)
+            assert any("stalled" in e for e in c.assistant.errors), c.assistant.errors
+            assert any(e["event"] == "stt stalled" and e.get("call_id") == c.assistant.call_id for e in logs)
+            os.kill(pid, signal.SIGCONT)
+            assert await c.wait_for(lambda: c.assistant.stt.connected)
+            await ask(c)
+            assert await c.wait_for(lambda: any(r.strip() for r in c.assistant.replies))
+            # one question reached the LLM: the one asked after the server came back
+            assert len([t for t in c.assistant.transcripts if t.strip()]) == 1, c.assistant.transcripts
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        vosk.stop()

@@ -15,14 +15,18 @@ import matplotlib.image
 import pytest
 
 from ivrbot.bench import (
+    PROFILES,
     STAGES,
     build_parser,
+    default_greeting,
     level_holds,
     main,
     markdown_table,
     max_concurrency_within,
     parse_levels,
+    parse_profiles,
     parse_target,
+    profile_plan,
     stages_from_log,
     summarize,
 )
@@ -58,6 +62,39 @@ def test_arguments_are_checked() -> None:
     assert args.levels == (1, 2, 4, 8) and args.target is None and args.out == Path("docs/bench")
 
 
+def test_caller_profiles_are_chosen_by_name_and_take_turns() -> None:
+    args = build_parser().parse_args(["--profiles", "immediate, pause1.5,pause5,open-line,immediate"])
+    assert args.profiles == ("immediate", "pause1.5", "pause5", "open-line")
+    assert build_parser().parse_args([]).profiles == ("greeting",)
+    for bad in ("", "immediate,nope", "greetings"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_profiles(bad)
+    # each profile gets the level's call count and walks the questions
+    plan = profile_plan(3, ("greeting", "immediate"), questions=2)
+    assert plan == [("greeting", 0), ("immediate", 0), ("greeting", 1), ("immediate", 1),
+                    ("greeting", 0), ("immediate", 0)]
+    assert PROFILES["pause5"].silence_before_s == 5.0 and not PROFILES["pause5"].wait_greeting
+    assert PROFILES["open-line"].open_line_s > 0
+    # the bot greets only when some caller waits for it
+    assert default_greeting(("immediate", "pause1.5")) == ""
+    assert default_greeting(("immediate", "greeting")) != ""
+
+
+def test_the_table_breaks_latency_down_by_profile() -> None:
+    def summary(p50: float) -> dict[str, float | int | None]:
+        return {"n": 2, "p50": p50, "p95": p50, "max": p50, "mean": p50}
+
+    level = {
+        "concurrency": 1, "ok": 4, "calls": 4, "failed": 0, "caller_latency_ms": summary(1000.0),
+        "stages_ms": {}, "loadavg_start": [0.5], "loadavg_end": [0.7], "holds_target": True, "resources": {},
+        "profiles": {"greeting": {"calls": 2, "caller_latency_ms": summary(900.0), "vad_to_stt_ms": summary(90.0)},
+                     "pause5": {"calls": 2, "caller_latency_ms": summary(1100.0), "vad_to_stt_ms": summary(95.0)}},
+    }
+    table = markdown_table({"levels": [level], "max_concurrency_within_target": 1})
+    assert "| 1 | greeting | 2/2 | 900 | 900 | 900 | 90 | 90 |" in table
+    assert "| 1 | pause5 | 2/2 | 1100 |" in table
+
+
 def test_stage_times_fall_back_to_the_turn_log_line() -> None:
     events: list[dict[str, Any]] = [
         {"event": "caller said", "text": "x"},
@@ -73,7 +110,7 @@ def test_stage_times_fall_back_to_the_turn_log_line() -> None:
 @pytest.mark.slow
 def test_bench_runs_real_calls_and_writes_its_files(tmp_path: Path) -> None:
     out = tmp_path / "bench"
-    rc = main(["--levels", "1", "--calls-per-level", "2", "--out", str(out)])
+    rc = main(["--levels", "1", "--calls-per-level", "1", "--profiles", "greeting,pause1.5", "--out", str(out)])
     assert rc == 0, "every level must have at least one answered call"
 
     doc = json.loads((out / "latency.json").read_text(encoding="utf-8"))
@@ -84,6 +121,9 @@ def test_bench_runs_real_calls_and_writes_its_files(tmp_path: Path) -> None:
     [level] = doc["levels"]
     assert level["concurrency"] == 1 and level["calls"] == 2 and level["ok"] >= 1
     assert level["caller_latency_ms"]["n"] == level["ok"]
+    assert set(level["profiles"]) == {"greeting", "pause1.5"}
+    assert all(pr["calls"] == 1 for pr in level["profiles"].values())
+    assert {c["profile"] for c in doc["calls"]} == {"greeting", "pause1.5"}
     for key in ("p50", "p95", "max"):
         assert level["caller_latency_ms"][key] > 0
     # stage times come from the bot's OTLP spans, received by the benchmark itself
@@ -103,4 +143,5 @@ def test_bench_runs_real_calls_and_writes_its_files(tmp_path: Path) -> None:
     table = (out / "latency.md").read_text(encoding="utf-8")
     assert table == (table.split("\n", 2)[0] + "\n\n" + markdown_table(doc))
     rows = [line for line in table.splitlines() if line.startswith("| 1 |")]
-    assert len(rows) == 2, "one latency row and one resource row for concurrency 1"
+    assert len(rows) == 4, "one latency row, one row per caller profile and one resource row for concurrency 1"
+    assert any(r.startswith("| 1 | greeting | 1/1 |") for r in rows)

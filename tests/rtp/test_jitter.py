@@ -138,3 +138,137 @@ def test_arbitrary_streams_and_ssrc_changes_never_raise(events: list[tuple[int, 
             jb.push(*ev)
         assert jb.buffered <= 6
     assert audio <= jb.stats.received
+
+
+# -- adaptive depth ------------------------------------------------------------------------------
+
+QUIET = b"\xff" * 160
+LOUD = b"\x10" * 160
+
+
+def body(n: int, quiet: bool) -> bytes:
+    """A payload carrying ``n`` (< 512) in three octal digits, made only of quiet or only of loud codes."""
+    base = 0xF8 if quiet else 0x00
+    digits = bytes(base + (n >> s & 7) for s in (6, 3, 0))
+    return digits + (QUIET if quiet else LOUD)
+
+
+def number(payload: bytes) -> int:
+    d = [b & 7 for b in payload[:3]]
+    return d[0] << 6 | d[1] << 3 | d[2]
+
+
+def tick_run(jb: JitterBuffer, arrivals_ms: list[float], quiet_until: int = 0) -> list[int]:
+    """Packet n (20 ms each) arrives at arrivals_ms[n]; pop() ticks every 20 ms from t=0 + 1 ms.
+
+    Returns the tick number at which each packet played (played order is checked too).
+    """
+    events = sorted((t, n) for n, t in enumerate(arrivals_ms))
+    played_at: dict[int, int] = {}
+    order: list[int] = []
+    i = 0
+    end = max(arrivals_ms) + 400.0
+    tick = 0
+    while tick * 20.0 + 1.0 <= end:
+        now = tick * 20.0 + 1.0
+        while i < len(events) and events[i][0] <= now:
+            t, n = events[i]
+            jb.push(9, n & 0xFFFF, (n * 160) & 0xFFFFFFFF, body(n, n < quiet_until), arrival=t / 1000.0)
+            i += 1
+        p = jb.pop()
+        if p.kind is PlayoutKind.AUDIO:
+            n = number(p.payload)
+            order.append(n)
+            played_at[n] = tick
+        tick += 1
+    assert order == sorted(set(order))
+    return [played_at.get(n, -1) for n in range(len(arrivals_ms))]
+
+
+def test_a_clean_path_plays_after_one_tick_a_jittery_one_waits_longer() -> None:
+    clean = JitterBuffer(adaptive=True)
+    # 2 s of silence (the caller hears the greeting out), then speech
+    at = tick_run(clean, [20.0 * n + 0.5 for n in range(200)], quiet_until=100)
+    assert clean.jitter_ms < 1.0 and clean.target_depth() == 1 and clean.depth == 1
+    assert clean.stats.trimmed == 2 and clean.stats.lost == 0
+    # the speech plays on the first tick after each packet arrived: 40 ms sooner than before
+    assert [t - n for n, t in enumerate(at)][100:] == [0] * 100
+    fixed = JitterBuffer(depth=3)
+    at = tick_run(fixed, [20.0 * n + 0.5 for n in range(200)], quiet_until=100)
+    assert [t - n for n, t in enumerate(at)] == [2] * 200, "the fixed buffer holds each packet 40 ms longer"
+
+    import random
+
+    rng = random.Random(3)
+    jittery = JitterBuffer(adaptive=True)
+    # transit varies by 0-30 ms per packet: a one-tick buffer would underrun again and again
+    at = tick_run(jittery, [20.0 * n + rng.uniform(0.0, 30.0) for n in range(500)], quiet_until=250)
+    assert jittery.jitter_ms > 5.0 and jittery.target_depth() == 3 and jittery.depth == 3
+    assert sum(t < 0 for t in at) <= 5, "deep enough: packets arrive in time to play"
+
+
+def test_reordered_speech_deepens_a_one_tick_buffer_at_once() -> None:
+    jb = JitterBuffer(adaptive=True)
+    arrivals = [20.0 * n + 0.5 for n in range(300)]
+    for k in (150, 200):  # speech: k + 1 arrives before k, twice
+        arrivals[k], arrivals[k + 1] = arrivals[k + 1], arrivals[k]
+    at = tick_run(jb, arrivals, quiet_until=100)
+    assert [t - n for n, t in enumerate(at)][100:150] == [0] * 50, "one tick deep before the swap"
+    # the early packet's transit jump raises the jitter estimate: one tick of silence, and the
+    # late one still plays in order; the reorder then holds the depth at 2
+    assert all(t >= 0 for t in at[100:]) and jb.stats.late == 0 and jb.stats.lost == 0
+    assert jb.stats.stretched == 1 and jb.depth == 2 and jb.target_depth() == 2
+
+def test_the_fixed_buffer_is_what_it_was_when_not_adaptive() -> None:
+    jb = JitterBuffer(depth=3)
+    for n in range(10):
+        jb.push(1, n, n * 160, pl(n), arrival=n * 0.5)  # wild arrival times change nothing
+    assert jb.jitter == 0.0 and jb.target_depth() == 3
+
+
+def test_the_depth_shrinks_only_by_dropping_silence() -> None:
+    jb = JitterBuffer(depth=3, adaptive=True)
+    # a burst left three packets too many; the path is clean afterwards
+    for n in range(6):
+        jb.push(1, n, n * 160, LOUD, arrival=0.0)
+    for n in range(6, 200):
+        jb.push(1, n, n * 160, LOUD, arrival=(n - 5) * 0.02)
+        jb.pop()
+    assert jb.stats.trimmed == 0, "speech is never dropped to shrink the buffer"
+    for n in range(200, 400):
+        jb.push(1, n, n * 160, QUIET, arrival=(n - 5) * 0.02)
+        jb.pop()
+    assert jb.stats.trimmed >= 1 and jb.buffered <= jb.target_depth() + 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.floats(0.0, 80.0), min_size=1, max_size=300),  # extra transit delay per packet, ms
+    st.lists(st.integers(0, 299), max_size=20),  # packets lost
+    st.lists(st.booleans(), max_size=300),  # quiet or loud payload
+)
+def test_adaptive_depth_stays_in_bounds_and_plays_each_packet_once_in_order(
+    delays: list[float], lost: list[int], quiet: list[bool]
+) -> None:
+    jb = JitterBuffer(adaptive=True, max_depth=10)
+    arrivals = {n: 20.0 * n + d for n, d in enumerate(delays) if n not in set(lost)}
+    events = sorted((t, n) for n, t in arrivals.items())
+    seen: list[int] = []
+    i, tick = 0, 0
+    while i < len(events) or jb.buffered:
+        now = tick * 20.0 + 1.0
+        while i < len(events) and events[i][0] <= now:
+            t, n = events[i]
+            jb.push(5, n, n * 160, body(n, n < len(quiet) and quiet[n]), arrival=t / 1000.0)
+            i += 1
+        p = jb.pop()
+        assert 1 <= jb.depth <= 3 and 1 <= jb.target_depth() <= 3
+        assert jb.buffered <= 10
+        if p.kind is PlayoutKind.AUDIO:
+            seen.append(number(p.payload))
+        tick += 1
+        assert tick < 10_000
+    assert seen == sorted(set(seen)), "in order, none twice"
+    assert set(seen) <= set(arrivals)
+    s = jb.stats
+    assert len(seen) + s.late + s.duplicate + s.overflow_dropped + s.trimmed + jb.buffered == len(arrivals)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -96,6 +97,7 @@ class RtpSession:
         dtmf_payload_type: int | None = 101,
         direction: MediaDirection = MediaDirection.SENDRECV,
         jitter_depth: int = 3,
+        adaptive_jitter: bool = True,
         latch_to_source: bool = False,
         conceal: bool = True,
         ptime_ms: int = 20,
@@ -113,7 +115,7 @@ class RtpSession:
         self.conceal = conceal
         self._remote = remote
         self._log = get_logger(__name__).bind(call_id=call_id, rtp_port=lease.rtp_port)
-        self._jitter = JitterBuffer(depth=jitter_depth)
+        self._jitter = JitterBuffer(depth=jitter_depth, adaptive=adaptive_jitter)
         self._dtmf = DtmfDecoder()
         self._concealer = Concealer(FRAME_BYTES)
         self.ptime_ms = ptime_ms
@@ -243,7 +245,9 @@ class RtpSession:
             self._remote = source
         self._heard_remote = True
         if pt == self.audio_payload_type:
-            self._jitter.push(pkt.ssrc, pkt.sequence, pkt.timestamp, pkt.payload, samples=len(pkt.payload))
+            self._jitter.push(
+                pkt.ssrc, pkt.sequence, pkt.timestamp, pkt.payload, samples=len(pkt.payload), arrival=time.monotonic()
+            )
         else:
             key = self._dtmf.feed(pkt.ssrc, pkt.timestamp, pkt.payload)
             if key is not None:

@@ -1,5 +1,12 @@
 """Vosk speech-to-text over the alphacep vosk-server WebSocket protocol, one session per call.
 
+Only speech is sent (``SpeechGate``): while the caller is silent the last ``preroll_ms`` of audio
+wait in a ring and nothing goes to the server; ``VADUserStartedSpeakingFrame`` sends that ring (the
+onset the VAD needed time to confirm: it reaches this service ``start_secs`` plus Silero's window
+after the first syllable), then audio goes out in ``batch_ms`` messages until the VAD's stop. So
+the server decodes speech time, not call time, and never has a backlog of silence to work through
+before it can answer a finalize.
+
 Kaldi's own endpointing waits 0.5-2 s of silence before it sends a final result; the bot's VAD
 already knows the caller stopped, so on ``VADUserStoppedSpeakingFrame`` the service sends
 ``{"reset" : 1}`` and uses the final that answers it (marked finalized, which also ends Pipecat's
@@ -9,6 +16,18 @@ one JSON message, in order, so a FIFO of what was sent tells which final answers
 A server that is down or drops the session never fails the call: audio is dropped (and counted)
 while disconnected, the service reconnects with a capped backoff for as long as the call lasts,
 and each outage is reported once as a non-permanent ``ErrorFrame`` (category CONNECTIVITY).
+
+A server that stops answering (paused, swapped out, wedged) is caught while a finalize waits. A
+slow server is not a stall: under load the Korean model decodes slower than real time and one
+100 ms message can take 1-2 s, so silence on the data path proves nothing, and a ping on it is no
+better (the server stops reading the socket while 16 messages wait, so the ping waits behind
+them). A fresh connection does prove it: the server's event loop accepts the WebSocket handshake
+while its decoder threads work, and a paused process cannot. So when nothing has come for half of
+``stall_timeout`` the service opens a probe connection, and one not accepted within
+``stall_timeout`` is a stall: the utterance is reported lost (an ``ErrorFrame``, so the caller
+hears the apology), the session is dropped with everything still unanswered on it (a late
+transcript would answer a question asked long ago), and the service reconnects as after an
+outage; connecting is bounded by ``open_timeout`` so a paused server is retried, not waited on.
 
 ``ttfs_p99_latency`` (announced to the turn strategy) is only the safety net for a final that never
 comes: the finalized answer to the reset ends the wait at once, so it is set generously (1.5 s) to
@@ -39,15 +58,23 @@ from pipecat.services.stt_service import WebsocketSTTService
 from pipecat.utils.errors import ErrorCategory
 from pipecat.utils.time import time_now_iso8601
 from pipecat.utils.tracing.service_decorators import traced_stt
+from websockets.asyncio.client import connect as websocket_connect
 from websockets.protocol import State
 
 from ivrbot.logs import get_logger
+from ivrbot.services.speech_gate import SpeechGate
 
 #: exact strings: vosk-server compares these byte for byte
 VOSK_RESET = '{"reset" : 1}'
 VOSK_EOF = '{"eof" : 1}'
 
 _Sent = Literal["audio", "reset"]
+
+#: audio kept while the caller is silent and sent when the VAD starts; covers the VAD's start lag
+#: (start_secs 0.15 s + Silero's 32 ms window + the frame's trip back upstream; see docs/media.md)
+PREROLL_MS = 400
+#: silence sent when a session opens, so the recognizer's set-up is not paid by the first question
+WARMUP_MS = 1000
 
 
 class VoskSTTService(WebsocketSTTService):
@@ -58,10 +85,13 @@ class VoskSTTService(WebsocketSTTService):
         *,
         url: str,
         sample_rate: int = 16000,
-        chunk_ms: int = 40,
+        preroll_ms: int = PREROLL_MS,
+        batch_ms: int = 100,
         call_id: str = "",
         reconnect_min_wait: float = 0.25,
         reconnect_max_wait: float = 2.0,
+        stall_timeout: float = 1.0,
+        open_timeout: float = 2.0,
         ttfs_p99_latency: float = 1.5,
         **kwargs: Any,
     ) -> None:
@@ -72,18 +102,29 @@ class VoskSTTService(WebsocketSTTService):
             reconnect_on_error=False,
             **kwargs,
         )
+        if stall_timeout <= 0 or open_timeout <= 0:
+            raise ValueError("stall_timeout and open_timeout must be > 0")
         self._url = url
-        self._chunk_bytes = max(2, int(sample_rate * chunk_ms / 1000) * 2)
-        self._buffer = bytearray()
+        self._preroll_ms = preroll_ms
+        self._batch_ms = batch_ms
+        self._gate = SpeechGate(0, 2)  # sized in start(), when the pipeline's rate is known
         self._sent: deque[_Sent] = deque()
+        self._resets: deque[float] = deque()  # send times of unanswered resets, oldest first
         self._run_task: asyncio.Task[None] | None = None
+        self._watchdog: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
         self._min_wait = reconnect_min_wait
         self._max_wait = reconnect_max_wait
+        self._stall_timeout = stall_timeout
+        self._open_timeout = open_timeout
+        self._stalled = False
+        self._last_rx = 0.0  # loop time of the latest message from the server
         self._log = get_logger(__name__).bind(call_id=call_id, service="vosk")
         self.dropped_audio_bytes = 0
+        self.sent_audio_bytes = 0
         self.reconnects = 0
         self.outages = 0
+        self.stalls = 0
 
     def can_generate_metrics(self) -> bool:
         return True
@@ -102,8 +143,14 @@ class VoskSTTService(WebsocketSTTService):
 
     # lifecycle -------------------------------------------------------------------------------
 
+    @property
+    def gate(self) -> SpeechGate:
+        return self._gate
+
     async def start(self, frame: StartFrame) -> None:
         await super().start(frame)
+        per_ms = self.sample_rate * 2 // 1000
+        self._gate = SpeechGate(self._preroll_ms * per_ms, max(2, self._batch_ms * per_ms))
         await self._connect()
 
     async def stop(self, frame: EndFrame) -> None:
@@ -122,16 +169,26 @@ class VoskSTTService(WebsocketSTTService):
 
     async def _disconnect(self) -> None:
         await super()._disconnect()  # type: ignore[no-untyped-call]
-        if self._run_task is not None:
-            await self.cancel_task(self._run_task)
-            self._run_task = None
+        for task in (self._run_task, self._watchdog):
+            if task is not None:
+                await self.cancel_task(task)
+        self._run_task = self._watchdog = None
         await self._disconnect_websocket()
 
     async def _connect_websocket(self) -> None:
-        self._websocket = await self._websocket_connect(self._url, max_size=2**22)
+        self._websocket = await self._websocket_connect(self._url, max_size=2**22, open_timeout=self._open_timeout)
         await self._websocket.send(json.dumps({"config": {"sample_rate": self.sample_rate, "words": 0}}))
+        # A new recognizer pays a one-time cost in its first half second of audio (its creation, then
+        # 1-3 s of decoder set-up at the 0.5 s mark, measured here under load): 1 s of silence now
+        # pays it at connect time, not on the caller's first question.
+        await self._websocket.send(bytes(self.sample_rate * 2 * WARMUP_MS // 1000))
+        # A new recognizer session: nothing is outstanding on it, and half an utterance sent to the
+        # old one would only make the next final wrong.
         self._sent.clear()
-        self._buffer.clear()
+        self._sent.append("audio")
+        self._resets.clear()
+        if self._gate.speaking:
+            self._gate.stop()
 
     async def _disconnect_websocket(self) -> None:
         self._connected.clear()
@@ -177,10 +234,13 @@ class VoskSTTService(WebsocketSTTService):
             self._websocket = None
             if self._disconnecting:
                 return
-            self.outages += 1
             reported = True
             await self._call_event_handler("on_disconnected")
-            await self._report_outage(reason, error)
+            if self._stalled:
+                self._stalled = False  # reported when it was detected
+            else:
+                self.outages += 1
+                await self._report_outage(reason, error)
             await asyncio.sleep(self._min_wait)
 
     async def _report_outage(self, message: str, exc: Exception | None) -> None:
@@ -190,60 +250,121 @@ class VoskSTTService(WebsocketSTTService):
     # audio and VAD -----------------------------------------------------------------------------
 
     async def run_stt(self, audio: bytes) -> AsyncGenerator[Frame | None, None]:
-        ws = self._websocket
-        if ws is None or ws.state is not State.OPEN or not self._connected.is_set():
-            self.dropped_audio_bytes += len(audio)
-            yield None
-            return
-        self._buffer.extend(audio)
-        if len(self._buffer) >= self._chunk_bytes:
-            await self._send_buffer()
+        batch = self._gate.feed(audio)
+        if batch:
+            await self._send_audio(batch)
         yield None
 
-    async def _send_buffer(self) -> None:
+    async def _send_audio(self, data: bytes) -> None:
         ws = self._websocket
-        if not self._buffer or ws is None:
+        if ws is None or ws.state is not State.OPEN or not self._connected.is_set():
+            self.dropped_audio_bytes += len(data)
             return
-        data = bytes(self._buffer)
-        self._buffer.clear()
+        # Recorded before the send: its answer may be received while the send still waits to drain.
+        self._sent.append("audio")
         try:
             await ws.send(data)
-            self._sent.append("audio")
         except Exception as exc:
             self.dropped_audio_bytes += len(data)
             self._log.debug("vosk send failed", error=str(exc))
+            return
+        self.sent_audio_bytes += len(data)
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
         if isinstance(frame, VADUserStoppedSpeakingFrame):
             await self.finalize()
         elif isinstance(frame, VADUserStartedSpeakingFrame):
+            preroll = self._gate.start()
+            if preroll:
+                await self._send_audio(preroll)
             await self.start_processing_metrics()
 
     async def finalize(self) -> None:
         """Ask for the final result now instead of waiting for Kaldi's endpointing."""
+        rest = self._gate.stop()
         ws = self._websocket
         if ws is None or not self._connected.is_set():
+            self.dropped_audio_bytes += len(rest)
             # The caller finished an utterance nobody heard: say so (the assistant apologises).
             await self.push_error(
                 error_msg=f"vosk-server at {self._url} unavailable: utterance lost",
                 category=ErrorCategory.CONNECTIVITY,
             )
             return
-        await self._send_buffer()
+        if rest:
+            await self._send_audio(rest)
+        # Messages the server has not answered yet: its backlog, which this final waits behind.
+        self._log.info("stt finalize", unanswered=len(self._sent), sent_kb=self.sent_audio_bytes // 1024)
+        self._sent.append("reset")
+        self._resets.append(asyncio.get_running_loop().time())
         try:
             await ws.send(VOSK_RESET)
         except Exception as exc:
             self._log.debug("vosk reset failed", error=str(exc))
             return
-        self._sent.append("reset")
+        if self._watchdog is None or self._watchdog.done():
+            self._watchdog = self.create_task(self._watch_resets(ws), name="vosk_finalize_watchdog")
         self.request_finalize()  # type: ignore[no-untyped-call]
+
+    async def _watch_resets(self, ws: Any) -> None:
+        """While a reset is unanswered on ``ws``: a server quiet for half of ``stall_timeout`` is
+        probed with a new connection, and one that does not accept it within ``stall_timeout`` has
+        stalled."""
+        loop = asyncio.get_running_loop()
+        while self._resets and self._websocket is ws:
+            quiet_since = max(self._resets[0], self._last_rx)
+            wait = quiet_since + self._stall_timeout / 2 - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+                continue
+            if not await self._server_alive():
+                if self._resets and self._websocket is ws:
+                    await self._stall(ws, waited=loop.time() - quiet_since)
+                return
+            self._last_rx = max(self._last_rx, loop.time())  # alive, only slow: another round
+
+    async def _server_alive(self) -> bool:
+        """Whether the server completes a WebSocket handshake within ``stall_timeout``."""
+        try:
+            probe = await websocket_connect(self._url, open_timeout=self._stall_timeout, close_timeout=0.1)
+        except TimeoutError:
+            return False
+        except Exception:
+            return False  # refused or reset: not answering either
+        transport = getattr(probe, "transport", None)
+        if transport is not None:
+            transport.abort()  # no audio was sent: nothing to close politely
+        return True
+
+    async def _stall(self, ws: Any, waited: float) -> None:
+        """The server stopped answering with a finalize outstanding: the utterance is lost, the session abandoned."""
+        self.stalls += 1
+        self._stalled = True
+        outstanding = len(self._sent)
+        # Whatever the server answers on this session from now on is stale: it goes with the session.
+        self._sent.clear()
+        self._resets.clear()
+        self._connected.clear()
+        self._finalize_pending = False
+        self._log.warning(
+            "stt stalled", silent_s=round(waited, 2), timeout_s=self._stall_timeout, unanswered=outstanding
+        )
+        await self.stop_processing_metrics()
+        await self.push_error(
+            error_msg=f"vosk-server at {self._url} stalled (accepts no connection): utterance lost",
+            category=ErrorCategory.CONNECTIVITY,
+        )
+        # A paused server cannot take part in a closing handshake: drop the TCP connection; the
+        # session loop sees it end and reconnects (bounded by open_timeout per attempt).
+        transport = getattr(ws, "transport", None)
+        if transport is not None:
+            transport.abort()
 
     async def _send_eof(self) -> None:
         ws = self._websocket
         if ws is not None and self._connected.is_set():
             try:
-                await self._send_buffer()
                 await ws.send(VOSK_EOF)
             except Exception as exc:
                 self._log.debug("vosk eof failed", error=str(exc))
@@ -265,7 +386,12 @@ class VoskSTTService(WebsocketSTTService):
         except ValueError:
             self._log.warning("vosk sent a message that is not JSON", size=len(message))
             return
-        answered = self._sent.popleft() if self._sent else "audio"
+        self._last_rx = asyncio.get_running_loop().time()
+        if not self._sent:
+            return  # nothing outstanding: an answer to a session given up on (stale), or unsolicited
+        answered = self._sent.popleft()
+        if answered == "reset" and self._resets:
+            self._resets.popleft()
         if not isinstance(data, dict):
             return
         if "partial" in data:
