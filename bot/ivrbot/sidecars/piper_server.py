@@ -53,6 +53,7 @@ from ivrbot.sidecars.text_segments import (
     split_phonemes,
     split_segments,
 )
+from ivrbot.sidecars.wire import is_unicode
 
 log = get_logger(__name__)
 
@@ -89,17 +90,6 @@ ClientMessage = Speak | Cancel | BadMessage
 
 MAX_ID_CHARS = 256
 MAX_ID_INT = 2**53 - 1  # the integers every JSON client can represent exactly
-
-
-def is_unicode(text: str) -> bool:
-    """False for a string holding a lone surrogate: JSON lets ``\\ud800`` through, UTF-8 cannot carry it."""
-    if text.isascii():
-        return True
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _id_problem(value: Any) -> str | None:

@@ -39,6 +39,7 @@ from websockets.exceptions import ConnectionClosed
 from ivrbot.logs import get_logger
 from ivrbot.sidecars.entry import run_until_signal
 from ivrbot.sidecars.process import SidecarError
+from ivrbot.sidecars.wire import is_unicode
 
 log = get_logger(__name__)
 
@@ -88,15 +89,6 @@ ClientMessage = ConfigMessage | AudioMessage | EndMessage | BadMessage
 MIN_RATE, MAX_RATE = 8000, 48000
 MAX_ALTERNATIVES = 100
 MAX_PHRASES, MAX_PHRASE_CHARS = 10000, 1000
-
-
-def _unicode(text: str) -> bool:
-    """False for a lone surrogate (JSON lets ``\\ud800`` through; Kaldi gets UTF-8, which cannot carry it)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _sample_rate(value: Any) -> int | str:
@@ -154,7 +146,7 @@ def apply_config(base: RecognizerConfig, obj: Any) -> RecognizerConfig | str:
             return "config.phrase_list must be a list of strings"
         elif len(pl) > MAX_PHRASES or any(len(p) > MAX_PHRASE_CHARS for p in pl):
             return f"config.phrase_list may hold {MAX_PHRASES} phrases of up to {MAX_PHRASE_CHARS} characters"
-        elif not all(_unicode(p) for p in pl):
+        elif not all(is_unicode(p) for p in pl):
             return "config.phrase_list holds a string that is not valid Unicode (a lone surrogate escape)"
         else:
             phrases = tuple(pl) or None
