@@ -177,6 +177,11 @@ class PortAllocator:
         return self.pool.contains(start) and self.pool.contains(end - 1) and all(
             e <= start or s >= end for s, e in self._used())
 
+    def _new_block(self, rtp_ports: int, fixed: int | None) -> PodPorts | None:
+        """The lowest free block for a pod with `rtp_ports` RTP ports, or None when none fits."""
+        base = self._first_fit(block_size(rtp_ports))
+        return None if base is None else PodPorts(base=base, rtp_ports=rtp_ports, fixed_sip=fixed)
+
     def _first_fit(self, size: int) -> int | None:
         candidate = self.pool.min + (self.pool.min % 2)
         for start, end in self._used():
@@ -221,11 +226,11 @@ class PortAllocator:
         for ordinal in sorted(set(ordinals)):
             if ordinal in pods:
                 continue
-            base = self._first_fit(block_size(rtp_ports))
-            if base is None:
+            block = self._new_block(rtp_ports, fixed)
+            if block is None:
                 short += 1
                 continue
-            pods[ordinal] = PodPorts(base=base, rtp_ports=rtp_ports, fixed_sip=fixed)
+            pods[ordinal] = block
         self._tidy(owner)
         if short:
             return Shortage(pods=short, ports_needed=short * block_size(rtp_ports), ports_free=self.free_count())
@@ -261,11 +266,11 @@ class PortAllocator:
         for o in stale:
             if o in nxt:
                 continue
-            base = self._first_fit(block_size(rtp_ports))
-            if base is None:
+            block = self._new_block(rtp_ports, fixed)
+            if block is None:
                 waiting += 1
                 continue
-            nxt[o] = PodPorts(base=base, rtp_ports=rtp_ports, fixed_sip=fixed)
+            nxt[o] = block
         self._tidy(owner)
         if shortage is None and waiting and not any(o in nxt for o in stale):
             size = block_size(rtp_ports)
