@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ivrbot.sip import states
 from ivrbot.sip.address import Via
 from ivrbot.sip.message import SipRequest
 
@@ -72,20 +73,23 @@ class Retransmitter:
 
 @dataclass
 class InviteServerTxn:
-    """An INVITE server transaction; ``state`` is proceeding, accepted, completed or confirmed."""
+    """An INVITE server transaction; its states and their order are ``states.IST_TRANSITIONS``."""
 
     key: TxnKey
     request: SipRequest
     addr: Addr
     call_id: str
     cseq: int
-    state: str = "proceeding"
+    state: states.IstState = states.IstState.PROCEEDING
     last_response: bytes | None = None
     retransmit: Retransmitter | None = None
     expires_at: float | None = None
     initial: bool = True
     #: while proceeding: when the application's decision is overdue (None: not waiting for it)
     app_deadline: float | None = None
+
+    def on(self, event: states.IstEvent) -> None:
+        self.state = states.advance(states.IST_TRANSITIONS, self.state, event)
 
 
 @dataclass
@@ -107,5 +111,8 @@ class ClientTxn:
     call_id: str
     retransmit: Retransmitter
     purpose: str
-    state: str = "trying"
+    state: states.ClientState = states.ClientState.TRYING
     extra: dict[str, object] = field(default_factory=dict)
+
+    def on(self, event: states.ClientEvent) -> None:
+        self.state = states.advance(states.CLIENT_TRANSITIONS, self.state, event)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from ivrbot.logs import get_logger
 from ivrbot.sdp import NoCommonCodec, SdpError, SdpOffer, parse_offer
+from ivrbot.sip import states
 from ivrbot.sip.address import Via, ip_literal, parse_cseq, parse_name_addr, parse_uri, parse_via
 from ivrbot.sip.dialog import Dialog, new_tag, parse_target
 from ivrbot.sip.events import (
@@ -35,6 +36,15 @@ from ivrbot.sip.message import (
     ascii_number,
     is_keepalive,
     parse_message,
+)
+from ivrbot.sip.states import (
+    CALL_TRANSITIONS,
+    CallEvent,
+    CallState,
+    ClientEvent,
+    ClientState,
+    IstEvent,
+    IstState,
 )
 from ivrbot.sip.transaction import (
     ClientTxn,
@@ -150,11 +160,14 @@ class _Call:
     invite: SipRequest
     source: Addr
     txn: InviteServerTxn
-    state: str = "pending"  # pending -> answering -> confirmed -> ending
+    state: CallState = CallState.PENDING
     dialog: Dialog | None = None
     reinvite: InviteServerTxn | None = None
     hangup_requested: bool = False
     transfer: _Transfer | None = None
+
+    def on(self, event: CallEvent) -> None:
+        self.state = states.advance(CALL_TRANSITIONS, self.state, event)
 
 
 def _reason(code: int) -> str:
@@ -247,7 +260,7 @@ class UserAgent:
                 elif req.method not in ("INVITE", "ACK") and key not in self._nists:
                     self._reply_non_invite(req, via, addr, now, 500, to_tag=new_tag())
             for ist in list(self._ists.values()):
-                if ist.state == "proceeding" and ist.app_deadline is None:
+                if ist.state is IstState.PROCEEDING and ist.app_deadline is None:
                     self._fail_ist(ist, now, "error")
         except Exception:
             self.stats.internal_errors += 1
@@ -271,7 +284,7 @@ class UserAgent:
                 times.append(min(ist.retransmit.next_at, ist.retransmit.deadline))
             if ist.expires_at is not None:
                 times.append(ist.expires_at)
-            if ist.app_deadline is not None and ist.state == "proceeding":
+            if ist.app_deadline is not None and ist.state is IstState.PROCEEDING:
                 times.append(ist.app_deadline)
         times.extend(n.expires_at for n in self._nists.values())
         for c in self._clients.values():
@@ -487,7 +500,7 @@ class UserAgent:
         ist = self._ists.get(key)
         if ist is not None:
             self.stats.retransmissions += 1
-            if ist.last_response is not None and ist.state != "confirmed":
+            if ist.last_response is not None and ist.state is not IstState.CONFIRMED:
                 self._out.append((ist.last_response, addr))
             return
         self._inflight = (req, via, addr)
@@ -546,7 +559,7 @@ class UserAgent:
         """Send a non-2xx final: retransmitted (Timer G) until ACK, forgotten after Timer H."""
         data = self._send_response(ist.request, ist.addr, code, **kw)  # type: ignore[arg-type]
         t = self.config.timers
-        ist.state = "completed"
+        ist.on(IstEvent.FINAL_ERROR)
         ist.last_response = data
         ist.app_deadline = None
         ist.retransmit = Retransmitter(data, ist.addr, now + t.t1, t.t1, t.t2, now + t.timeout)
@@ -642,7 +655,7 @@ class UserAgent:
             call = self._calls.get(call_id)
             try:
                 for ist in (call.txn, call.reinvite) if call is not None else ():
-                    if ist is not None and ist.state == "proceeding":
+                    if ist is not None and ist.state is IstState.PROCEEDING:
                         self._fail_ist(ist, now, "error")
             except Exception:
                 self.stats.internal_errors += 1
@@ -652,7 +665,7 @@ class UserAgent:
 
     def _answer_invite(self, call_id: str, decision: Decision, now: float) -> bool:
         call = self._calls.get(call_id)
-        if call is None or call.state != "pending":
+        if call is None or call.state is not CallState.PENDING:
             return False
         ist = call.txn
         if isinstance(decision, Reject):
@@ -664,7 +677,7 @@ class UserAgent:
         call.dialog = Dialog.from_invite(call.invite, call.info.local_tag)
         call.dialog.remote_cseq = ist.cseq
         self._accept(ist, call, decision, now)
-        call.state = "answering"
+        call.on(CallEvent.ACCEPT)
         return True
 
     def _accept(self, ist: InviteServerTxn, call: _Call, decision: Accept, now: float) -> None:
@@ -674,7 +687,7 @@ class UserAgent:
             body=decision.answer_sdp.encode(), content_type="application/sdp",
         )
         t = self.config.timers
-        ist.state = "accepted"
+        ist.on(IstEvent.FINAL_2XX)
         ist.last_response = data
         # RFC 3261 13.3.1.4: the 2xx is resent T1, 2T1, ... T2 until the ACK, for 64*T1.
         ist.retransmit = Retransmitter(data, ist.addr, now + t.t1, t.t1, t.t2, now + t.timeout)
@@ -688,7 +701,7 @@ class UserAgent:
         call = self._calls.get(ist.call_id)
         tag = call.info.local_tag if call is not None and call.txn is ist else new_tag()
         self._reply_non_invite(req, via, addr, now, 200, to_tag=tag)
-        if ist.state == "proceeding":
+        if ist.state is IstState.PROCEEDING:
             self._invite_final(ist, 487, now, to_tag=tag)
             if call is not None and call.txn is ist:
                 log.info("sip.cancelled", call_id=ist.call_id)
@@ -698,8 +711,8 @@ class UserAgent:
 
     def _on_ack(self, req: SipRequest, via: Via, now: float) -> None:
         ist = self._ists.get(server_key(req, via, "INVITE"))
-        if ist is not None and ist.state == "completed":
-            ist.state = "confirmed"
+        if ist is not None and ist.state is IstState.COMPLETED:
+            ist.on(IstEvent.ACK)
             if ist.retransmit is not None:
                 ist.retransmit.stop()
             ist.expires_at = now + self.config.timers.t4
@@ -714,14 +727,14 @@ class UserAgent:
             self.stats.dropped["stray"] += 1
             return
         for txn in (call.txn, call.reinvite):
-            if txn is not None and txn.state == "accepted" and txn.cseq == cseq:
+            if txn is not None and txn.state is IstState.ACCEPTED and txn.cseq == cseq:
                 self._confirm(call, txn, now)
                 return
         self.stats.stray += 1  # a retransmitted ACK or one for nothing we sent: absorbed
         self.stats.dropped["stray"] += 1
 
     def _confirm(self, call: _Call, txn: InviteServerTxn, now: float) -> None:
-        txn.state = "confirmed"
+        txn.on(IstEvent.ACK)
         if txn.retransmit is not None:
             txn.retransmit.stop()
         # Keep the key a while so late INVITE retransmissions are absorbed, not taken as new.
@@ -729,7 +742,7 @@ class UserAgent:
         if txn is call.reinvite:
             call.reinvite = None
             return
-        call.state = "confirmed"
+        call.on(CallEvent.ACK)
         log.info("sip.established", call_id=call.info.call_id)
         self._events.append(CallEstablished(call.info))
         if call.hangup_requested:
@@ -777,11 +790,11 @@ class UserAgent:
     def _on_reinvite(self, call: _Call, req: SipRequest, via: Via, addr: Addr, now: float) -> None:
         ist = self._new_ist(req, via, addr, initial=False)
         tag = call.info.local_tag
-        busy = call.reinvite is not None or call.txn.state == "accepted"
+        busy = call.reinvite is not None or call.txn.state is IstState.ACCEPTED
         if busy:
             self._invite_final(ist, 500, now, to_tag=tag, extra=[("Retry-After", "1")])
             return
-        if call.state == "ending":
+        if call.state is CallState.ENDING:
             self._invite_final(ist, 481, now, to_tag=tag)
             return
         ist.last_response = self._send_response(req, addr, 100)
@@ -798,9 +811,9 @@ class UserAgent:
 
     def _answer_reinvite(self, call_id: str, decision: Decision, now: float) -> bool:
         call = self._calls.get(call_id)
-        if call is None or call.reinvite is None or call.reinvite.state != "proceeding" or call.dialog is None:
+        ist = call.reinvite if call is not None else None
+        if call is None or ist is None or ist.state is not IstState.PROCEEDING or call.dialog is None:
             return False
-        ist = call.reinvite
         if isinstance(decision, Reject):
             code, reason, extra = _refusal(decision)
             self._invite_final(ist, code, now, reason=reason, to_tag=call.info.local_tag, extra=extra)
@@ -843,19 +856,19 @@ class UserAgent:
         call = self._calls.get(call_id)
         if call is None:
             return False
-        if call.state == "pending":
+        if call.state is CallState.PENDING:
             self._invite_final(call.txn, 480, now, to_tag=call.info.local_tag)
             self._end(call, "local_hangup")
-        elif call.state == "answering":
+        elif call.state is CallState.ANSWERING:
             call.hangup_requested = True
-        elif call.state == "confirmed":
+        elif call.state is CallState.CONFIRMED:
             self._send_bye(call, now, "local_bye")
         return True
 
     def transfer(self, call_id: str, target: str, now: float, timeout: float) -> bool:
         """Blind REFER to ``target``; the outcome arrives as a TransferOutcome event."""
         call = self._calls.get(call_id)
-        if call is None or call.state != "confirmed" or call.dialog is None or call.transfer is not None:
+        if call is None or call.state is not CallState.CONFIRMED or call.dialog is None or call.transfer is not None:
             return False
         uri = parse_target(target)
         req = call.dialog.build_request(
@@ -873,7 +886,7 @@ class UserAgent:
 
     def _send_bye(self, call: _Call, now: float, reason: str) -> None:
         assert call.dialog is not None
-        call.state = "ending"
+        call.on(CallEvent.BYE_SENT)
         req = call.dialog.build_request(
             "BYE",
             via_host=self._host(),
@@ -908,9 +921,10 @@ class UserAgent:
             self.stats.dropped["stray"] += 1
             return
         if resp.status < 200:
-            txn.state = "proceeding"
+            txn.on(ClientEvent.PROVISIONAL)
             txn.retransmit.interval = self.config.timers.t2 / 2  # next doubling lands on T2
             return
+        txn.on(ClientEvent.FINAL)
         del self._clients[txn.branch]
         self._client_done(txn, resp.status)
 
@@ -929,14 +943,15 @@ class UserAgent:
     def _end(self, call: _Call, reason: str) -> None:
         if self._calls.get(call.info.call_id) is not call:
             return
+        call.on(CallEvent.END)
         del self._calls[call.info.call_id]
         if call.transfer is not None:
             self._transfer_done(call, False, f"call ended: {reason}")
         for txn in (call.txn, call.reinvite):
-            if txn is not None and txn.state == "accepted" and txn.retransmit is not None:
+            if txn is not None and txn.state is IstState.ACCEPTED and txn.retransmit is not None:
                 # No more 2xx retransmissions; the key is kept briefly to absorb late copies.
                 txn.retransmit.stop()
-                txn.state = "confirmed"
+                txn.on(IstEvent.NO_ACK)
                 txn.expires_at = txn.retransmit.deadline
         log.info("sip.call_ended", call_id=call.info.call_id, reason=reason)
         self._events.append(CallEnded(call.info, reason))
@@ -944,24 +959,25 @@ class UserAgent:
     # ---- timers --------------------------------------------------------------------------
     def _tick(self, now: float) -> None:
         for ist in list(self._ists.values()):
-            if ist.state == "proceeding" and ist.app_deadline is not None and now >= ist.app_deadline:
+            if ist.state is IstState.PROCEEDING and ist.app_deadline is not None and now >= ist.app_deadline:
                 # The application never decided: the caller gets 500, not an endless 100.
                 self.stats.app_timeouts += 1
                 log.warning("sip.app_timeout", call_id=ist.call_id)
                 self._fail_ist(ist, now, "app_timeout")
         for key, ist in list(self._ists.items()):
             r = ist.retransmit
-            if ist.state == "accepted" and r is not None and r.expired(now):
+            if ist.state is IstState.ACCEPTED and r is not None and r.expired(now):
                 r.stop()
                 self._ack_timeout(ist, now)
             elif r is not None and r.active and r.due(now):
-                if ist.state == "completed" and r.expired(now):
+                if ist.state is IstState.COMPLETED and r.expired(now):
                     r.stop()
                 else:
                     self._out.append((r.payload, r.addr))
                     self.stats.retransmits_sent += 1
                     r.fire(now)
             if ist.expires_at is not None and now >= ist.expires_at:
+                ist.on(IstEvent.EXPIRE)
                 del self._ists[key]
         for nkey, nist in list(self._nists.items()):
             if now >= nist.expires_at:
@@ -969,12 +985,13 @@ class UserAgent:
         for branch, txn in list(self._clients.items()):
             r = txn.retransmit
             if r.expired(now):
+                txn.on(ClientEvent.TIMEOUT)
                 del self._clients[branch]
                 self._client_done(txn, None)
             elif r.due(now):
                 self._out.append((r.payload, r.addr))
                 self.stats.retransmits_sent += 1
-                if txn.state == "proceeding":
+                if txn.state is ClientState.PROCEEDING:
                     r.interval = self.config.timers.t2 / 2
                 r.fire(now)
         for call in list(self._calls.values()):
@@ -982,7 +999,7 @@ class UserAgent:
                 self._transfer_done(call, False, "timeout waiting for NOTIFY")
 
     def _ack_timeout(self, ist: InviteServerTxn, now: float) -> None:
-        ist.state = "confirmed"
+        ist.on(IstEvent.NO_ACK)
         ist.expires_at = now
         call = self._calls.get(ist.call_id)
         if call is None:
@@ -990,8 +1007,10 @@ class UserAgent:
         if ist is call.reinvite:
             call.reinvite = None
         log.warning("sip.ack_timeout", call_id=ist.call_id)
-        # RFC 3261 13.3.1.4: no ACK within 64*T1 -> the dialog is ended with a BYE.
-        self._send_bye(call, now, "ack_timeout")
+        # RFC 3261 13.3.1.4: no ACK within 64*T1 -> the dialog is ended with a BYE (unless ours
+        # is already out: a re-INVITE's 2xx can go unacknowledged while the call is ending).
+        if call.state is not CallState.ENDING:
+            self._send_bye(call, now, "ack_timeout")
         self._end(call, "ack_timeout")
 
 
