@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import ipaddress
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Unpack
 
 from ivrbot.logs import get_logger
 from ivrbot.sdp import NoCommonCodec, SdpError, SdpOffer, parse_offer
 from ivrbot.sip import states
-from ivrbot.sip.address import Via, ip_literal, parse_cseq, parse_name_addr, parse_uri, parse_via
+from ivrbot.sip.address import Via, parse_cseq, parse_name_addr, parse_uri, parse_via
 from ivrbot.sip.dialog import Dialog, new_tag, parse_target
 from ivrbot.sip.events import (
     Accept,
@@ -37,6 +38,7 @@ from ivrbot.sip.message import (
     is_keepalive,
     parse_message,
 )
+from ivrbot.sip.responses import ResponseOptions, build_response, refusal, warning
 from ivrbot.sip.states import (
     CALL_TRANSITIONS,
     CallEvent,
@@ -60,32 +62,6 @@ log = get_logger(__name__)
 
 Addr = tuple[str, int]
 
-ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, NOTIFY, INFO"
-REASONS = {
-    100: "Trying",
-    200: "OK",
-    202: "Accepted",
-    400: "Bad Request",
-    403: "Forbidden",
-    405: "Method Not Allowed",
-    406: "Not Acceptable",
-    415: "Unsupported Media Type",
-    416: "Unsupported URI Scheme",
-    420: "Bad Extension",
-    480: "Temporarily Unavailable",
-    481: "Call/Transaction Does Not Exist",
-    482: "Loop Detected",
-    483: "Too Many Hops",
-    486: "Busy Here",
-    487: "Request Terminated",
-    488: "Not Acceptable Here",
-    489: "Bad Event",
-    491: "Request Pending",
-    500: "Server Internal Error",
-    501: "Not Implemented",
-    503: "Service Unavailable",
-    505: "Version Not Supported",
-}
 _REQUIRED = ("Via", "From", "To", "Call-ID", "CSeq")
 #: Headers that may appear once (RFC 3261 7.3.1: only list headers may repeat).
 _SINGLE = ("From", "To", "Call-ID", "CSeq", "Max-Forwards", "Content-Type")
@@ -168,10 +144,6 @@ class _Call:
 
     def on(self, event: CallEvent) -> None:
         self.state = states.advance(CALL_TRANSITIONS, self.state, event)
-
-
-def _reason(code: int) -> str:
-    return REASONS.get(code, "Unknown")
 
 
 class UserAgent:
@@ -393,96 +365,20 @@ class UserAgent:
             self.stats.dropped["malformed"] += 1
 
     def _warning(self, code: int, text: str) -> str:
-        """A Warning value; the text (which may quote the peer's bytes) made a safe quoted-string."""
-        safe = "".join(c if c.isprintable() and c not in '"\\' else "'" for c in text[:100])
-        return f'{code} {self._host()} "{safe}"'
+        return warning(code, self._host(), text)
 
     # ---- responses we send ---------------------------------------------------------------
-    def _build_response(
-        self,
-        req: SipRequest,
-        addr: Addr,
-        code: int,
-        *,
-        reason: str | None = None,
-        to_tag: str | None = None,
-        extra: Iterable[tuple[str, str]] = (),
-        body: bytes = b"",
-        content_type: str | None = None,
-    ) -> SipResponse:
-        resp = SipResponse(status=code, reason=reason or _reason(code))
-        h = resp.headers
-        for i, via_text in enumerate(req.header_all("Via")):
-            if i == 0:
-                via_text = self._stamp_via(via_text, addr)
-            h.add("Via", via_text)
-        if code in (200,) and req.method == "INVITE":
-            for rr in req.header_all("Record-Route"):
-                h.add("Record-Route", rr)
-        # A 400 may answer a request that lacks some of these: what is there is copied as it is.
-        from_ = req.header("From")
-        if from_ is not None:
-            h.add("From", from_)
-        to = req.header("To")
-        if to is not None:
-            if code > 100 and to_tag is not None:
-                try:
-                    if parse_name_addr(to).tag is None:
-                        to = f"{to};tag={to_tag}"
-                except SipParseError:
-                    pass
-            h.add("To", to)
-        for name in ("Call-ID", "CSeq"):
-            value = req.header(name)
-            if value is not None:
-                h.add(name, value)
-        h.add("Server", self.config.user_agent)
-        for name, value in extra:
-            h.add(name, value)
-        if content_type:
-            h.add("Content-Type", content_type)
-        resp.body = body
-        return resp
-
-    def _stamp_via(self, via_text: str, addr: Addr) -> str:
-        """RFC 3261 18.2.1 received= and RFC 3581 rport= on the top Via."""
-        try:
-            via = parse_via(via_text)
-        except SipParseError:
-            return via_text
-        params = dict(via.params)
-        if "rport" in params:
-            params["rport"] = str(addr[1])
-            params["received"] = addr[0]
-        elif ip_literal(via.host) != addr[0]:
-            params["received"] = addr[0]
-        return str(Via(via.transport, via.host, via.port, params))
-
-    def _send_response(
-        self,
-        req: SipRequest,
-        addr: Addr,
-        code: int,
-        *,
-        reason: str | None = None,
-        to_tag: str | None = None,
-        extra: Iterable[tuple[str, str]] = (),
-        body: bytes = b"",
-        content_type: str | None = None,
-    ) -> bytes:
-        resp = self._build_response(
-            req, addr, code, reason=reason, to_tag=to_tag, extra=extra, body=body, content_type=content_type
-        )
-        data = resp.to_bytes()
+    def _send_response(self, req: SipRequest, addr: Addr, code: int, **opts: Unpack[ResponseOptions]) -> bytes:
+        data = build_response(req, code, source=addr, server=self.config.user_agent, **opts).to_bytes()
         # Responses go back where the request came from (symmetric, as rport asks and OpenSIPS expects).
         self._out.append((data, addr))
         self.stats.responses[code] += 1
         return data
 
     def _reply_non_invite(
-        self, req: SipRequest, via: Via, addr: Addr, now: float, code: int, **kw: object
+        self, req: SipRequest, via: Via, addr: Addr, now: float, code: int, **opts: Unpack[ResponseOptions]
     ) -> None:
-        data = self._send_response(req, addr, code, **kw)  # type: ignore[arg-type]
+        data = self._send_response(req, addr, code, **opts)
         key = server_key(req, via)
         self._nists[key] = NonInviteServerTxn(key, addr, data, now + self.config.timers.timeout)
 
@@ -507,7 +403,7 @@ class UserAgent:
         # Max-Forwards 0 is not checked: it only limits proxies; a UAS processes the request
         # (RFC 4475 3.3.11).
         if req.method not in KNOWN_METHODS:
-            self._reply_non_invite(req, via, addr, now, 501, to_tag=new_tag(), extra=[("Allow", ALLOW)])
+            self._reply_non_invite(req, via, addr, now, 501, to_tag=new_tag(), allow=True)
             return
         if parse_uri(req.uri).scheme not in _URI_SCHEMES:
             self._reply_final(req, via, addr, now, 416)
@@ -531,18 +427,18 @@ class UserAgent:
         elif req.method in _NO_DIALOG_METHODS:
             self._reply_non_invite(req, via, addr, now, 481, to_tag=new_tag())
         else:
-            self._reply_non_invite(req, via, addr, now, 405, to_tag=new_tag(), extra=[("Allow", ALLOW)])
+            self._reply_non_invite(req, via, addr, now, 405, to_tag=new_tag(), allow=True)
 
     def _on_options(self, req: SipRequest, via: Via, addr: Addr, now: float) -> None:
         if self.draining:
             self._reply_non_invite(
                 req, via, addr, now, 503, to_tag=new_tag(),
-                extra=[("Retry-After", str(self.config.drain_retry_after))],
+                retry_after=self.config.drain_retry_after,
             )
             return
         self._reply_non_invite(
             req, via, addr, now, 200, to_tag=new_tag(),
-            extra=[("Allow", ALLOW), ("Accept", "application/sdp"), ("Supported", "")],
+            allow=True, accept=True, supported=True,
         )
 
     def _reply_final(
@@ -555,9 +451,9 @@ class UserAgent:
         else:
             self._reply_non_invite(req, via, addr, now, code, to_tag=new_tag(), extra=extra or [])
 
-    def _invite_final(self, ist: InviteServerTxn, code: int, now: float, **kw: object) -> None:
+    def _invite_final(self, ist: InviteServerTxn, code: int, now: float, **opts: Unpack[ResponseOptions]) -> None:
         """Send a non-2xx final: retransmitted (Timer G) until ACK, forgotten after Timer H."""
-        data = self._send_response(ist.request, ist.addr, code, **kw)  # type: ignore[arg-type]
+        data = self._send_response(ist.request, ist.addr, code, **opts)
         t = self.config.timers
         ist.on(IstEvent.FINAL_ERROR)
         ist.last_response = data
@@ -578,13 +474,13 @@ class UserAgent:
         accept = [a.split(";")[0].strip().lower() for a in req.header_all("Accept")]
         if any(accept) and not any(a in _SDP_ACCEPTED for a in accept):
             # An SDP answer would break the offerer's own Accept (RFC 4475 3.3.15).
-            self._invite_final(ist, 406, now, to_tag=to_tag, extra=[("Accept", "application/sdp")])
+            self._invite_final(ist, 406, now, to_tag=to_tag, accept=True)
             return None
         if not req.body.strip():
             self._invite_final(ist, 488, now, to_tag=to_tag, extra=[("Warning", self._warning(399, "no SDP offer"))])
             return None
         if ctype and ctype != "application/sdp":
-            self._invite_final(ist, 415, now, to_tag=to_tag, extra=[("Accept", "application/sdp")])
+            self._invite_final(ist, 415, now, to_tag=to_tag, accept=True)
             return None
         try:
             return parse_offer(req.body)
@@ -605,7 +501,7 @@ class UserAgent:
             return
         if self.draining:
             self._invite_final(
-                ist, 503, now, to_tag=tag, extra=[("Retry-After", str(self.config.drain_retry_after))]
+                ist, 503, now, to_tag=tag, retry_after=self.config.drain_retry_after
             )
             self.stats.rejected[503] += 1
             return
@@ -669,8 +565,8 @@ class UserAgent:
             return False
         ist = call.txn
         if isinstance(decision, Reject):
-            code, reason, extra = _refusal(decision)
-            self._invite_final(ist, code, now, reason=reason, to_tag=call.info.local_tag, extra=extra)
+            code, reason, retry_after = refusal(decision)
+            self._invite_final(ist, code, now, reason=reason, to_tag=call.info.local_tag, retry_after=retry_after)
             self.stats.rejected[code] += 1
             self._end(call, "rejected")
             return True
@@ -683,8 +579,7 @@ class UserAgent:
     def _accept(self, ist: InviteServerTxn, call: _Call, decision: Accept, now: float) -> None:
         data = self._send_response(
             ist.request, ist.addr, 200, to_tag=call.info.local_tag,
-            extra=[("Contact", self.contact), ("Allow", ALLOW), ("Supported", "")],
-            body=decision.answer_sdp.encode(), content_type="application/sdp",
+            contact=self.contact, allow=True, supported=True, sdp=decision.answer_sdp,
         )
         t = self.config.timers
         ist.on(IstEvent.FINAL_2XX)
@@ -780,19 +675,19 @@ class UserAgent:
         elif req.method == "INVITE":
             self._on_reinvite(call, req, via, addr, now)
         elif req.method in ("OPTIONS", "INFO"):
-            extra = [("Allow", ALLOW), ("Accept", "application/sdp")] if req.method == "OPTIONS" else []
-            self._reply_non_invite(req, via, addr, now, 200, extra=extra)
+            options = req.method == "OPTIONS"
+            self._reply_non_invite(req, via, addr, now, 200, allow=options, accept=options)
         elif req.method == "NOTIFY":
             self._on_notify(call, req, via, addr, now)
         else:
-            self._reply_non_invite(req, via, addr, now, 405, extra=[("Allow", ALLOW)])
+            self._reply_non_invite(req, via, addr, now, 405, allow=True)
 
     def _on_reinvite(self, call: _Call, req: SipRequest, via: Via, addr: Addr, now: float) -> None:
         ist = self._new_ist(req, via, addr, initial=False)
         tag = call.info.local_tag
         busy = call.reinvite is not None or call.txn.state is IstState.ACCEPTED
         if busy:
-            self._invite_final(ist, 500, now, to_tag=tag, extra=[("Retry-After", "1")])
+            self._invite_final(ist, 500, now, to_tag=tag, retry_after=1)
             return
         if call.state is CallState.ENDING:
             self._invite_final(ist, 481, now, to_tag=tag)
@@ -815,8 +710,8 @@ class UserAgent:
         if call is None or ist is None or ist.state is not IstState.PROCEEDING or call.dialog is None:
             return False
         if isinstance(decision, Reject):
-            code, reason, extra = _refusal(decision)
-            self._invite_final(ist, code, now, reason=reason, to_tag=call.info.local_tag, extra=extra)
+            code, reason, retry_after = refusal(decision)
+            self._invite_final(ist, code, now, reason=reason, to_tag=call.info.local_tag, retry_after=retry_after)
             call.reinvite = None
             return True
         call.dialog.refresh_target(ist.request)
@@ -1012,16 +907,6 @@ class UserAgent:
         if call.state is not CallState.ENDING:
             self._send_bye(call, now, "ack_timeout")
         self._end(call, "ack_timeout")
-
-
-def _refusal(decision: Reject) -> tuple[int, str | None, list[tuple[str, str]]]:
-    """The final response for an application's Reject: a code outside 300..699 becomes 500."""
-    code = decision.code if 300 <= decision.code <= 699 else 500
-    reason = decision.reason if decision.reason and code == decision.code else None
-    if reason is not None and not all(c.isprintable() for c in reason):
-        reason = None
-    extra = [("Retry-After", str(decision.retry_after))] if decision.retry_after is not None else []
-    return code, reason, extra
 
 
 def _sipfrag_status(body: bytes) -> int | None:
