@@ -10,7 +10,8 @@ import secrets
 from dataclasses import dataclass, field
 
 from ivrbot.sip.address import NameAddress, SipUri, ip_literal, parse_name_addr, parse_uri
-from ivrbot.sip.message import SipParseError, SipRequest, ascii_number
+from ivrbot.sip.message import SipParseError, SipRequest
+from ivrbot.sip.validation import RequestIdentity
 
 Addr = tuple[str, int]
 
@@ -36,10 +37,9 @@ class Dialog:
     remote_cseq: int = 0
 
     @classmethod
-    def from_invite(cls, invite: SipRequest, local_tag: str) -> Dialog:
+    def from_invite(cls, invite: SipRequest, ident: RequestIdentity, local_tag: str) -> Dialog:
         """Build the dialog a 2xx to ``invite`` creates (UAS: route set in Record-Route order)."""
-        from_ = parse_name_addr(invite.header("From") or "")
-        to = parse_name_addr(invite.header("To") or "")
+        from_ = ident.from_
         contact_text = invite.header("Contact")
         target = from_.uri
         if contact_text:
@@ -48,17 +48,16 @@ class Dialog:
             except SipParseError:
                 target = from_.uri
         routes = [parse_name_addr(v) for v in invite.header_all("Record-Route")]
-        cseq_text = (invite.header("CSeq") or "0").split()[0]
         return cls(
-            call_id=invite.header("Call-ID") or "",
+            call_id=ident.call_id,
             local_tag=local_tag,
             remote_tag=from_.tag or "",
-            local_party=to.with_tag(local_tag),
+            local_party=ident.to.with_tag(local_tag),
             remote_party=from_,
             remote_target=target,
             route_set=routes,
             local_cseq=secrets.randbelow(10_000) + 1,
-            remote_cseq=ascii_number(cseq_text) or 0,
+            remote_cseq=ident.cseq,
         )
 
     def refresh_target(self, request: SipRequest) -> None:
@@ -89,6 +88,7 @@ class Dialog:
         self,
         method: str,
         *,
+        branch: str | None = None,
         via_host: str,
         via_port: int,
         contact: str,
@@ -107,7 +107,7 @@ class Dialog:
             routes = [str(r) for r in self.route_set]
         req = SipRequest(method=method, uri=uri)
         h = req.headers
-        h.add("Via", f"SIP/2.0/UDP {via_host}:{via_port};branch={new_branch()};rport")
+        h.add("Via", f"SIP/2.0/UDP {via_host}:{via_port};branch={branch or new_branch()};rport")
         h.add("Max-Forwards", "70")
         for r in routes:
             h.add("Route", r)

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ivrbot.sip import states
-from ivrbot.sip.address import Via
 from ivrbot.sip.message import SipRequest
+from ivrbot.sip.validation import RequestIdentity
 
 Addr = tuple[str, int]
 TxnKey = tuple[str, ...]
@@ -32,16 +32,15 @@ class SipTimers:
         return 64 * self.t1
 
 
-def server_key(request: SipRequest, top_via: Via, method: str | None = None) -> TxnKey:
+def server_key(ident: RequestIdentity, method: str | None = None) -> TxnKey:
     """RFC 3261 17.2.3 matching key; ACK and CANCEL pass ``method="INVITE"`` to find the INVITE."""
-    m = method or request.method
-    branch = top_via.branch or ""
+    m = method or ident.method
+    via = ident.via
+    branch = via.branch or ""
     if branch.startswith(MAGIC_COOKIE):
-        return ("3261", branch, f"{top_via.host}:{top_via.port}", m)
+        return ("3261", branch, f"{via.host}:{via.port}", m)
     # RFC 2543 peers: no usable branch, fall back to dialog + CSeq identity.
-    cseq = (request.header("CSeq") or "").split()
-    from_ = request.header("From") or ""
-    return ("2543", request.header("Call-ID") or "", cseq[0] if cseq else "", m, from_, str(top_via))
+    return ("2543", ident.call_id, str(ident.cseq), m, str(ident.from_), str(via))
 
 
 @dataclass

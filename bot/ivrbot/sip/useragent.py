@@ -16,8 +16,8 @@ from typing import Unpack
 from ivrbot.logs import get_logger
 from ivrbot.sdp import NoCommonCodec, SdpError, SdpOffer, parse_offer
 from ivrbot.sip import states
-from ivrbot.sip.address import Via, parse_cseq, parse_name_addr, parse_uri, parse_via
-from ivrbot.sip.dialog import Dialog, new_tag, parse_target
+from ivrbot.sip.address import parse_via
+from ivrbot.sip.dialog import Dialog, new_branch, new_tag, parse_target
 from ivrbot.sip.events import (
     Accept,
     CallEnded,
@@ -57,20 +57,12 @@ from ivrbot.sip.transaction import (
     TxnKey,
     server_key,
 )
+from ivrbot.sip.validation import KNOWN_METHODS, URI_SCHEMES, RequestIdentity, answerable, validate
 
 log = get_logger(__name__)
 
 Addr = tuple[str, int]
 
-_REQUIRED = ("Via", "From", "To", "Call-ID", "CSeq")
-#: Headers that may appear once (RFC 3261 7.3.1: only list headers may repeat).
-_SINGLE = ("From", "To", "Call-ID", "CSeq", "Max-Forwards", "Content-Type")
-#: Methods of RFC 3261 and its common extensions: those the bot does not do get 405, others 501.
-KNOWN_METHODS = frozenset(
-    {"INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK", "SUBSCRIBE", "NOTIFY",
-     "PUBLISH", "INFO", "REFER", "MESSAGE", "UPDATE"}
-)
-_URI_SCHEMES = ("sip", "sips")
 _SDP_ACCEPTED = ("application/sdp", "application/*", "*/*")
 _NO_DIALOG_METHODS = {"BYE", "NOTIFY", "INFO", "UPDATE", "PRACK"}
 
@@ -134,6 +126,7 @@ class _Transfer:
 class _Call:
     info: CallInfo
     invite: SipRequest
+    ident: RequestIdentity
     source: Addr
     txn: InviteServerTxn
     state: CallState = CallState.PENDING
@@ -162,7 +155,7 @@ class UserAgent:
         self._events: list[Event] = []
         self._logged_untrusted: set[str] = set()
         #: the request being handled, so that a bug still gets it a final answer
-        self._inflight: tuple[SipRequest, Via, Addr] | None = None
+        self._inflight: tuple[SipRequest, RequestIdentity, Addr] | None = None
 
     # ---- outputs -------------------------------------------------------------------------
     def take_datagrams(self) -> list[tuple[bytes, Addr]]:
@@ -225,12 +218,12 @@ class UserAgent:
         try:
             inflight, self._inflight = self._inflight, None
             if inflight is not None:
-                req, via, addr = inflight
-                key = server_key(req, via)
+                req, ident, addr = inflight
+                key = server_key(ident)
                 if req.method == "INVITE" and key not in self._ists:
-                    self._new_ist(req, via, addr, initial=False)
+                    self._new_ist(req, ident, addr, initial=False)
                 elif req.method not in ("INVITE", "ACK") and key not in self._nists:
-                    self._reply_non_invite(req, via, addr, now, 500, to_tag=new_tag())
+                    self._reply_non_invite(req, ident, addr, now, 500, to_tag=new_tag())
             for ist in list(self._ists.values()):
                 if ist.state is IstState.PROCEEDING and ist.app_deadline is None:
                     self._fail_ist(ist, now, "error")
@@ -293,67 +286,26 @@ class UserAgent:
             return
         assert isinstance(msg, SipRequest)
         try:
-            via = self._validate(msg)
+            ident = validate(msg)
         except SipParseError as exc:
             self._malformed(exc.reason, exc.status, msg, addr)
             return
-        self._on_request(msg, via, addr, now)
+        self._on_request(msg, ident, addr, now)
 
     def _untrusted(self, addr: Addr, msg: SipRequest | SipResponse | None) -> None:
         self.stats.untrusted += 1
         if addr[0] not in self._logged_untrusted and len(self._logged_untrusted) < 1024:
             self._logged_untrusted.add(addr[0])
             log.warning("sip.untrusted_source", source=addr[0])
-        if isinstance(msg, SipRequest) and msg.method != "ACK" and self._answerable(msg):
+        if isinstance(msg, SipRequest) and msg.method != "ACK" and answerable(msg):
             self._send_response(msg, addr, 403, to_tag=new_tag())
         else:
             self.stats.dropped["untrusted"] += 1
 
-    def _validate(self, req: SipRequest) -> Via:
-        for name in _REQUIRED:
-            if req.header(name) is None:
-                raise SipParseError(f"missing {name}")
-        for name in _SINGLE:
-            if len(req.header_all(name)) > 1:
-                raise SipParseError(f"more than one {name}")
-        vias = req.header_all("Via")
-        via = parse_via(vias[0])
-        for other in vias[1:]:  # stray separators make empty or broken entries (RFC 4475 3.1.2.1)
-            parse_via(other)
-        parse_name_addr(req.header("From") or "")
-        parse_name_addr(req.header("To") or "")
-        if not (req.header("Call-ID") or "").strip():
-            raise SipParseError("empty Call-ID")
-        _, method = parse_cseq(req.header("CSeq") or "")
-        if method != req.method:
-            raise SipParseError(f"CSeq method {method!r} does not match {req.method!r}")
-        mf = req.header("Max-Forwards")
-        if mf is not None and ascii_number(mf) is None:
-            raise SipParseError(f"bad Max-Forwards {mf[:10]!r}")
-        parse_uri(req.uri)
-        if req.method == "INVITE":  # what the dialog is built from must parse now, not at the answer
-            for rr in req.header_all("Record-Route"):
-                parse_name_addr(rr)
-        return via
-
-    def _answerable(self, msg: SipRequest) -> bool:
-        """A response can be addressed: the top Via parses (the client matches on its branch).
-
-        Whatever else is missing or broken is copied as it is, or left out, in the 400.
-        """
-        vias = msg.header_all("Via")
-        if not vias:
-            return False
-        try:
-            parse_via(vias[0], any_version=True)
-        except SipParseError:
-            return False
-        return True
-
     def _malformed(self, reason: str, status: int, partial: object, addr: Addr) -> None:
         self.stats.malformed += 1
         answered = (
-            isinstance(partial, SipRequest) and partial.method != "ACK" and self._answerable(partial)
+            isinstance(partial, SipRequest) and partial.method != "ACK" and answerable(partial)
         )
         log.warning("sip.malformed", source=f"{addr[0]}:{addr[1]}", reason=reason, answered=answered)
         if answered:
@@ -376,18 +328,24 @@ class UserAgent:
         return data
 
     def _reply_non_invite(
-        self, req: SipRequest, via: Via, addr: Addr, now: float, code: int, **opts: Unpack[ResponseOptions]
+        self,
+        req: SipRequest,
+        ident: RequestIdentity,
+        addr: Addr,
+        now: float,
+        code: int,
+        **opts: Unpack[ResponseOptions],
     ) -> None:
         data = self._send_response(req, addr, code, **opts)
-        key = server_key(req, via)
+        key = server_key(ident)
         self._nists[key] = NonInviteServerTxn(key, addr, data, now + self.config.timers.timeout)
 
     # ---- requests ------------------------------------------------------------------------
-    def _on_request(self, req: SipRequest, via: Via, addr: Addr, now: float) -> None:
+    def _on_request(self, req: SipRequest, ident: RequestIdentity, addr: Addr, now: float) -> None:
         if req.method == "ACK":
-            self._on_ack(req, via, now)
+            self._on_ack(req, ident, now)
             return
-        key = server_key(req, via)
+        key = server_key(ident)
         nist = self._nists.get(key)
         if nist is not None:
             self.stats.retransmissions += 1
@@ -399,57 +357,63 @@ class UserAgent:
             if ist.last_response is not None and ist.state is not IstState.CONFIRMED:
                 self._out.append((ist.last_response, addr))
             return
-        self._inflight = (req, via, addr)
+        self._inflight = (req, ident, addr)
         # Max-Forwards 0 is not checked: it only limits proxies; a UAS processes the request
         # (RFC 4475 3.3.11).
         if req.method not in KNOWN_METHODS:
-            self._reply_non_invite(req, via, addr, now, 501, to_tag=new_tag(), allow=True)
+            self._reply_non_invite(req, ident, addr, now, 501, to_tag=new_tag(), allow=True)
             return
-        if parse_uri(req.uri).scheme not in _URI_SCHEMES:
-            self._reply_final(req, via, addr, now, 416)
+        if ident.uri.scheme not in URI_SCHEMES:
+            self._reply_final(req, ident, addr, now, 416)
             return
         if req.method not in ("CANCEL",):
             require = [t.strip() for v in req.header_all("Require") for t in v.split(",") if t.strip()]
             if require:
-                self._reply_final(req, via, addr, now, 420, extra=[("Unsupported", ", ".join(require))])
+                self._reply_final(req, ident, addr, now, 420, extra=[("Unsupported", ", ".join(require))])
                 return
         if req.method == "CANCEL":
-            self._on_cancel(req, via, addr, now)
+            self._on_cancel(req, ident, addr, now)
             return
-        to_tag = parse_name_addr(req.header("To") or "").tag
+        to_tag = ident.to_tag
         if to_tag:
-            self._on_in_dialog(req, via, addr, now, to_tag)
+            self._on_in_dialog(req, ident, addr, now, to_tag)
             return
         if req.method == "INVITE":
-            self._on_invite(req, via, addr, now)
+            self._on_invite(req, ident, addr, now)
         elif req.method == "OPTIONS":
-            self._on_options(req, via, addr, now)
+            self._on_options(req, ident, addr, now)
         elif req.method in _NO_DIALOG_METHODS:
-            self._reply_non_invite(req, via, addr, now, 481, to_tag=new_tag())
+            self._reply_non_invite(req, ident, addr, now, 481, to_tag=new_tag())
         else:
-            self._reply_non_invite(req, via, addr, now, 405, to_tag=new_tag(), allow=True)
+            self._reply_non_invite(req, ident, addr, now, 405, to_tag=new_tag(), allow=True)
 
-    def _on_options(self, req: SipRequest, via: Via, addr: Addr, now: float) -> None:
+    def _on_options(self, req: SipRequest, ident: RequestIdentity, addr: Addr, now: float) -> None:
         if self.draining:
             self._reply_non_invite(
-                req, via, addr, now, 503, to_tag=new_tag(),
+                req, ident, addr, now, 503, to_tag=new_tag(),
                 retry_after=self.config.drain_retry_after,
             )
             return
         self._reply_non_invite(
-            req, via, addr, now, 200, to_tag=new_tag(),
+            req, ident, addr, now, 200, to_tag=new_tag(),
             allow=True, accept=True, supported=True,
         )
 
     def _reply_final(
-        self, req: SipRequest, via: Via, addr: Addr, now: float, code: int, extra: list[tuple[str, str]] | None = None
+        self,
+        req: SipRequest,
+        ident: RequestIdentity,
+        addr: Addr,
+        now: float,
+        code: int,
+        extra: list[tuple[str, str]] | None = None,
     ) -> None:
         """A final refusal before any processing, in the transaction kind the method needs."""
         if req.method == "INVITE":
-            ist = self._new_ist(req, via, addr, initial=False)
+            ist = self._new_ist(req, ident, addr, initial=False)
             self._invite_final(ist, code, now, to_tag=new_tag(), extra=extra or [])
         else:
-            self._reply_non_invite(req, via, addr, now, code, to_tag=new_tag(), extra=extra or [])
+            self._reply_non_invite(req, ident, addr, now, code, to_tag=new_tag(), extra=extra or [])
 
     def _invite_final(self, ist: InviteServerTxn, code: int, now: float, **opts: Unpack[ResponseOptions]) -> None:
         """Send a non-2xx final: retransmitted (Timer G) until ACK, forgotten after Timer H."""
@@ -461,10 +425,9 @@ class UserAgent:
         ist.retransmit = Retransmitter(data, ist.addr, now + t.t1, t.t1, t.t2, now + t.timeout)
         ist.expires_at = now + t.timeout
 
-    def _new_ist(self, req: SipRequest, via: Via, addr: Addr, initial: bool) -> InviteServerTxn:
-        cseq, _ = parse_cseq(req.header("CSeq") or "")
-        key = server_key(req, via)
-        ist = InviteServerTxn(key, req, addr, req.header("Call-ID") or "", cseq, initial=initial)
+    def _new_ist(self, req: SipRequest, ident: RequestIdentity, addr: Addr, initial: bool) -> InviteServerTxn:
+        key = server_key(ident)
+        ist = InviteServerTxn(key, req, addr, ident.call_id, ident.cseq, initial=initial)
         self._ists[key] = ist
         return ist
 
@@ -491,9 +454,9 @@ class UserAgent:
         self._invite_final(ist, 488, now, to_tag=to_tag, extra=[("Warning", warning)])
         return None
 
-    def _on_invite(self, req: SipRequest, via: Via, addr: Addr, now: float) -> None:
-        call_id = req.header("Call-ID") or ""
-        ist = self._new_ist(req, via, addr, initial=True)
+    def _on_invite(self, req: SipRequest, ident: RequestIdentity, addr: Addr, now: float) -> None:
+        call_id = ident.call_id
+        ist = self._new_ist(req, ident, addr, initial=True)
         tag = new_tag()
         if call_id in self._calls:
             self._invite_final(ist, 482, now, to_tag=tag)
@@ -511,19 +474,17 @@ class UserAgent:
             self.stats.rejected[self._last_code(ist)] += 1
             log.info("sip.invite_refused", call_id=call_id, code=self._last_code(ist))
             return
-        from_ = parse_name_addr(req.header("From") or "")
-        to = parse_name_addr(req.header("To") or "")
         info = CallInfo(
             call_id=call_id,
-            from_uri=str(from_.uri),
-            from_tag=from_.tag or "",
-            to_uri=str(to.uri),
+            from_uri=str(ident.from_.uri),
+            from_tag=ident.from_tag,
+            to_uri=str(ident.to.uri),
             local_tag=tag,
             request_uri=req.uri,
             remote_addr=addr,
             headers=tuple(req.headers),
         )
-        self._calls[call_id] = _Call(info, req, addr, ist)
+        self._calls[call_id] = _Call(info, req, ident, addr, ist)
         self.stats.calls += 1
         log.info("sip.invite", call_id=call_id, source=f"{addr[0]}:{addr[1]}", from_uri=info.from_uri)
         ist.app_deadline = now + self.config.timers.timeout
@@ -570,8 +531,7 @@ class UserAgent:
             self.stats.rejected[code] += 1
             self._end(call, "rejected")
             return True
-        call.dialog = Dialog.from_invite(call.invite, call.info.local_tag)
-        call.dialog.remote_cseq = ist.cseq
+        call.dialog = Dialog.from_invite(call.invite, call.ident, call.info.local_tag)
         self._accept(ist, call, decision, now)
         call.on(CallEvent.ACCEPT)
         return True
@@ -588,14 +548,14 @@ class UserAgent:
         ist.retransmit = Retransmitter(data, ist.addr, now + t.t1, t.t1, t.t2, now + t.timeout)
         ist.expires_at = None
 
-    def _on_cancel(self, req: SipRequest, via: Via, addr: Addr, now: float) -> None:
-        ist = self._ists.get(server_key(req, via, "INVITE"))
+    def _on_cancel(self, req: SipRequest, ident: RequestIdentity, addr: Addr, now: float) -> None:
+        ist = self._ists.get(server_key(ident, "INVITE"))
         if ist is None:
-            self._reply_non_invite(req, via, addr, now, 481, to_tag=new_tag())
+            self._reply_non_invite(req, ident, addr, now, 481, to_tag=new_tag())
             return
         call = self._calls.get(ist.call_id)
         tag = call.info.local_tag if call is not None and call.txn is ist else new_tag()
-        self._reply_non_invite(req, via, addr, now, 200, to_tag=tag)
+        self._reply_non_invite(req, ident, addr, now, 200, to_tag=tag)
         if ist.state is IstState.PROCEEDING:
             self._invite_final(ist, 487, now, to_tag=tag)
             if call is not None and call.txn is ist:
@@ -604,25 +564,21 @@ class UserAgent:
             elif call is not None and call.reinvite is ist:
                 call.reinvite = None
 
-    def _on_ack(self, req: SipRequest, via: Via, now: float) -> None:
-        ist = self._ists.get(server_key(req, via, "INVITE"))
+    def _on_ack(self, req: SipRequest, ident: RequestIdentity, now: float) -> None:
+        ist = self._ists.get(server_key(ident, "INVITE"))
         if ist is not None and ist.state is IstState.COMPLETED:
             ist.on(IstEvent.ACK)
             if ist.retransmit is not None:
                 ist.retransmit.stop()
             ist.expires_at = now + self.config.timers.t4
             return
-        call_id = req.header("Call-ID") or ""
-        call = self._calls.get(call_id)
-        cseq, _ = parse_cseq(req.header("CSeq") or "")
-        to_tag = parse_name_addr(req.header("To") or "").tag
-        from_tag = parse_name_addr(req.header("From") or "").tag or ""
-        if call is None or to_tag != call.info.local_tag or from_tag != call.info.from_tag:
+        call = self._calls.get(ident.call_id)
+        if call is None or ident.to_tag != call.info.local_tag or ident.from_tag != call.info.from_tag:
             self.stats.stray += 1
             self.stats.dropped["stray"] += 1
             return
         for txn in (call.txn, call.reinvite):
-            if txn is not None and txn.state is IstState.ACCEPTED and txn.cseq == cseq:
+            if txn is not None and txn.state is IstState.ACCEPTED and txn.cseq == ident.cseq:
                 self._confirm(call, txn, now)
                 return
         self.stats.stray += 1  # a retransmitted ACK or one for nothing we sent: absorbed
@@ -643,47 +599,46 @@ class UserAgent:
         if call.hangup_requested:
             self._send_bye(call, now, "local_bye")
 
-    def _on_in_dialog(self, req: SipRequest, via: Via, addr: Addr, now: float, to_tag: str) -> None:
-        call = self._calls.get(req.header("Call-ID") or "")
-        from_tag = parse_name_addr(req.header("From") or "").tag
+    def _on_in_dialog(self, req: SipRequest, ident: RequestIdentity, addr: Addr, now: float, to_tag: str) -> None:
+        call = self._calls.get(ident.call_id)
         if (
             call is None
             or call.dialog is None
             or to_tag != call.info.local_tag
-            or (from_tag or "") != call.dialog.remote_tag
+            or ident.from_tag != call.dialog.remote_tag
         ):
             if req.method == "INVITE":
-                ist = self._new_ist(req, via, addr, initial=False)
+                ist = self._new_ist(req, ident, addr, initial=False)
                 self._invite_final(ist, 481, now)
             else:
-                self._reply_non_invite(req, via, addr, now, 481)
+                self._reply_non_invite(req, ident, addr, now, 481)
             return
         dialog = call.dialog
-        cseq, _ = parse_cseq(req.header("CSeq") or "")
+        cseq = ident.cseq
         if cseq < dialog.remote_cseq or (cseq == dialog.remote_cseq and req.method != "INVITE"):
             if req.method == "INVITE":
-                ist = self._new_ist(req, via, addr, initial=False)
+                ist = self._new_ist(req, ident, addr, initial=False)
                 self._invite_final(ist, 500, now)
             else:
-                self._reply_non_invite(req, via, addr, now, 500, reason="CSeq Out Of Order")
+                self._reply_non_invite(req, ident, addr, now, 500, reason="CSeq Out Of Order")
             return
         dialog.remote_cseq = cseq
         if req.method == "BYE":
-            self._reply_non_invite(req, via, addr, now, 200)
+            self._reply_non_invite(req, ident, addr, now, 200)
             log.info("sip.remote_bye", call_id=call.info.call_id)
             self._end(call, "remote_bye")
         elif req.method == "INVITE":
-            self._on_reinvite(call, req, via, addr, now)
+            self._on_reinvite(call, req, ident, addr, now)
         elif req.method in ("OPTIONS", "INFO"):
             options = req.method == "OPTIONS"
-            self._reply_non_invite(req, via, addr, now, 200, allow=options, accept=options)
+            self._reply_non_invite(req, ident, addr, now, 200, allow=options, accept=options)
         elif req.method == "NOTIFY":
-            self._on_notify(call, req, via, addr, now)
+            self._on_notify(call, req, ident, addr, now)
         else:
-            self._reply_non_invite(req, via, addr, now, 405, allow=True)
+            self._reply_non_invite(req, ident, addr, now, 405, allow=True)
 
-    def _on_reinvite(self, call: _Call, req: SipRequest, via: Via, addr: Addr, now: float) -> None:
-        ist = self._new_ist(req, via, addr, initial=False)
+    def _on_reinvite(self, call: _Call, req: SipRequest, ident: RequestIdentity, addr: Addr, now: float) -> None:
+        ist = self._new_ist(req, ident, addr, initial=False)
         tag = call.info.local_tag
         busy = call.reinvite is not None or call.txn.state is IstState.ACCEPTED
         if busy:
@@ -718,12 +673,12 @@ class UserAgent:
         self._accept(ist, call, decision, now)
         return True
 
-    def _on_notify(self, call: _Call, req: SipRequest, via: Via, addr: Addr, now: float) -> None:
+    def _on_notify(self, call: _Call, req: SipRequest, ident: RequestIdentity, addr: Addr, now: float) -> None:
         event = (req.header("Event") or "").split(";")[0].strip().lower()
         if event != "refer":
-            self._reply_non_invite(req, via, addr, now, 489)
+            self._reply_non_invite(req, ident, addr, now, 489)
             return
-        self._reply_non_invite(req, via, addr, now, 200)
+        self._reply_non_invite(req, ident, addr, now, 200)
         tr = call.transfer
         if tr is None:
             return
@@ -766,40 +721,43 @@ class UserAgent:
         if call is None or call.state is not CallState.CONFIRMED or call.dialog is None or call.transfer is not None:
             return False
         uri = parse_target(target)
-        req = call.dialog.build_request(
-            "REFER",
-            via_host=self._host(),
-            via_port=self.config.advertised_port,
-            contact=self.contact,
-            user_agent=self.config.user_agent,
-            extra=[("Refer-To", f"<{uri}>"), ("Referred-By", self.contact)],
-        )
         call.transfer = _Transfer(now + timeout, str(uri))
-        self._send_client(call, req, "refer", now)
+        self._send_client(call, "REFER", "refer", now, [("Refer-To", f"<{uri}>"), ("Referred-By", self.contact)])
         log.info("sip.refer", call_id=call_id, target=str(uri))
         return True
 
     def _send_bye(self, call: _Call, now: float, reason: str) -> None:
         assert call.dialog is not None
         call.on(CallEvent.BYE_SENT)
+        self._send_client(call, "BYE", "bye", now, end_reason=reason)
+        log.info("sip.bye_sent", call_id=call.info.call_id, reason=reason)
+
+    def _send_client(
+        self,
+        call: _Call,
+        method: str,
+        purpose: str,
+        now: float,
+        headers: list[tuple[str, str]] | None = None,
+        **extra: object,
+    ) -> None:
+        """Start a non-INVITE client transaction inside the call's dialog (BYE, REFER)."""
+        assert call.dialog is not None
+        branch = new_branch()
         req = call.dialog.build_request(
-            "BYE",
+            method,
+            branch=branch,
             via_host=self._host(),
             via_port=self.config.advertised_port,
             contact=self.contact,
             user_agent=self.config.user_agent,
+            extra=headers,
         )
-        self._send_client(call, req, "bye", now, end_reason=reason)
-        log.info("sip.bye_sent", call_id=call.info.call_id, reason=reason)
-
-    def _send_client(self, call: _Call, req: SipRequest, purpose: str, now: float, **extra: object) -> None:
-        assert call.dialog is not None
         dest = call.dialog.destination(call.source)
         data = req.to_bytes()
         t = self.config.timers
-        branch = parse_via(req.header_all("Via")[0]).branch or ""
         self._clients[branch] = ClientTxn(
-            branch, req.method, call.info.call_id,
+            branch, method, call.info.call_id,
             Retransmitter(data, dest, now + t.t1, t.t1, t.t2, now + t.timeout), purpose, extra=dict(extra),
         )
         self._out.append((data, dest))
