@@ -71,7 +71,7 @@ def test_from_and_to_are_parsed_once_per_request_through_a_whole_call() -> None:
         bye_parses = made.call_count
     assert statuses(out) == [200]
     # From and To in validation; the dialog's Contact and its tagged local party; To again
-    # only for the 200's tag check (before: 7, the dialog and CallInfo parsed From and To again)
+    # only for the 200's tag check (before: 10, the dialog and CallInfo parsed From and To again)
     assert invite_parses == 5
     assert ack_parses == 2  # before: 4 (the ACK handler parsed From and To again)
     assert bye_parses == 2  # before: 4 (the dispatcher parsed To, the dialog check From)
