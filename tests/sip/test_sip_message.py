@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ivrbot.sip.address import parse_cseq, parse_name_addr, parse_uri, parse_via, split_quoted
-from ivrbot.sip.message import SipParseError, SipRequest, SipResponse, is_keepalive, parse_message
+from ivrbot.sip.address import parse_cseq, parse_name_addr, parse_uri, parse_via
+from ivrbot.sip.message import SipParseError, SipRequest, SipResponse, is_keepalive, parse_message, split_quoted
 
 
 def test_compact_forms_and_any_case() -> None:

@@ -10,40 +10,7 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 
-from ivrbot.sip.message import SipParseError, ascii_number
-
-
-def split_quoted(value: str, sep: str) -> list[str]:
-    """Split on ``sep`` outside double quotes and angle brackets (commas in display names stay)."""
-    parts: list[str] = []
-    buf: list[str] = []
-    in_quote = False
-    in_angle = False
-    escaped = False
-    for ch in value:
-        if escaped:
-            buf.append(ch)
-            escaped = False
-            continue
-        if in_quote and ch == "\\":
-            buf.append(ch)
-            escaped = True
-            continue
-        if ch == '"' and not in_angle:
-            in_quote = not in_quote
-        elif ch == "<" and not in_quote:
-            in_angle = True
-        elif ch == ">" and not in_quote:
-            in_angle = False
-        elif ch == sep and not in_quote and not in_angle:
-            parts.append("".join(buf))
-            buf = []
-            continue
-        buf.append(ch)
-    if in_quote:
-        raise SipParseError("unterminated quoted string")
-    parts.append("".join(buf))
-    return parts
+from ivrbot.sip.message import SipParseError, ascii_number, split_quoted
 
 
 def parse_params(text: str) -> dict[str, str | None]:

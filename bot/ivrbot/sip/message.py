@@ -215,10 +215,41 @@ class SipResponse(SipMessage):
         return f"SIP/2.0 {self.status} {self.reason}"
 
 
+def split_quoted(value: str, sep: str) -> list[str]:
+    """Split on ``sep`` outside double quotes and angle brackets (commas in display names stay)."""
+    parts: list[str] = []
+    buf: list[str] = []
+    in_quote = False
+    in_angle = False
+    escaped = False
+    for ch in value:
+        if escaped:
+            buf.append(ch)
+            escaped = False
+            continue
+        if in_quote and ch == "\\":
+            buf.append(ch)
+            escaped = True
+            continue
+        if ch == '"' and not in_angle:
+            in_quote = not in_quote
+        elif ch == "<" and not in_quote:
+            in_angle = True
+        elif ch == ">" and not in_quote:
+            in_angle = False
+        elif ch == sep and not in_quote and not in_angle:
+            parts.append("".join(buf))
+            buf = []
+            continue
+        buf.append(ch)
+    if in_quote:
+        raise SipParseError("unterminated quoted string")
+    parts.append("".join(buf))
+    return parts
+
+
 def split_list_value(value: str) -> list[str]:
     """Split a list header value on commas outside quotes and <> (``Via: a, b`` -> two values)."""
-    from ivrbot.sip.address import split_quoted  # address imports this module
-
     return [p.strip() for p in split_quoted(value, ",") if p.strip()]
 
 
