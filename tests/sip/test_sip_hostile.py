@@ -127,7 +127,7 @@ def test_unusable_ptime_falls_back_to_20(ptime: str) -> None:
 # ---- 2. every server transaction reaches a final response and expires ----------------------------
 def test_sdp_negotiation_raising_still_gets_500_and_expires() -> None:
     h = Harness()
-    with mock.patch("ivrbot.sip.useragent.parse_offer", side_effect=RuntimeError("bug")):
+    with mock.patch("ivrbot.sip.calls.parse_offer", side_effect=RuntimeError("bug")):
         out = h.feed(invite())
     assert statuses(out) == [100, 500]
     assert h.ua.stats.internal_errors == 1

@@ -77,7 +77,7 @@ def datagram(draw: st.DrawFn, world_tags: list[str]) -> bytes:
 @given(st.data())
 def test_every_server_transaction_ends_and_is_freed(data: st.DataObject) -> None:
     w = World()
-    with mock.patch("ivrbot.sip.useragent.parse_offer", side_effect=_negotiation):
+    with mock.patch("ivrbot.sip.calls.parse_offer", side_effect=_negotiation):
         for _ in range(data.draw(st.integers(1, 25))):
             action = data.draw(st.sampled_from(["feed", "feed", "feed", "tick", "decide"]))
             if action == "feed":

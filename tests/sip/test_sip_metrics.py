@@ -49,7 +49,7 @@ async def test_drops_and_internal_errors_are_exported() -> None:
         peer.send(b"\xff\xfegarbage with no Via\r\n\r\n", server)
         peer.send(f"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:{server.port};branch=z9hG4bKnone\r\n"
                   "CSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n".encode(), server)
-        with mock.patch("ivrbot.sip.useragent.parse_offer", side_effect=RuntimeError("bug")):
+        with mock.patch("ivrbot.sip.calls.parse_offer", side_effect=RuntimeError("bug")):
             peer.send(request("INVITE", body=OFFER, via_host=via), server)
             await peer.next_response(500)  # a bug still answers the INVITE
         await _wait(lambda: server.stats.dropped["stray"] == 1 and server.stats.dropped["malformed"] == 1)

@@ -74,7 +74,7 @@ def test_every_transition_taken_is_in_its_table(data: st.DataObject) -> None:
     sent: list[SipRequest] = []
     acks: dict[str, int] = {}  # call-id -> CSeq of the INVITE the bot said 200 to
     notify_cseq = 100
-    with mock.patch("ivrbot.sip.useragent.parse_offer", side_effect=_negotiation), recorded() as (taken, refused):
+    with mock.patch("ivrbot.sip.calls.parse_offer", side_effect=_negotiation), recorded() as (taken, refused):
 
         def collect() -> None:
             out = w.ua.take_datagrams()

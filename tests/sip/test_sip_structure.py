@@ -57,3 +57,10 @@ def test_the_core_does_no_io() -> None:
         names |= {node.module or "" for node in nodes if isinstance(node, ast.ImportFrom)}
         assert not names & {"asyncio", "socket", "selectors"}, path.name
 
+
+
+def test_modules_are_small_or_say_why() -> None:
+    for path in SIP.glob("*.py"):
+        lines = len(path.read_text().splitlines())
+        doc = ast.get_docstring(ast.parse(path.read_text())) or ""
+        assert lines <= MAX_LINES or "lines" in doc, f"{path.name}: {lines} lines"

@@ -3,188 +3,51 @@
 ``feed(data, addr, now)`` and ``tick(now)`` never raise; what they produce is collected with
 ``take_datagrams()`` and ``take_events()``. The application's decisions come back through
 ``answer_invite`` / ``answer_reinvite``; its own actions through ``hangup`` / ``transfer``.
+
+Three layers, one class each: :class:`~ivrbot.sip.transaction.TransactionLayer` (transactions
+and their timers), :class:`~ivrbot.sip.calls.CallLayer` (calls and dialogs) and, here, the front
+door: trust, parsing and validation, dispatch, new calls, and recovery from the core's own bugs.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Unpack
 
 from ivrbot.logs import get_logger
-from ivrbot.sdp import NoCommonCodec, SdpError, SdpOffer, parse_offer
-from ivrbot.sip import states
-from ivrbot.sip.address import parse_via
-from ivrbot.sip.dialog import Dialog, new_branch, new_tag, parse_target
-from ivrbot.sip.events import (
-    Accept,
-    CallEnded,
-    CallEstablished,
-    CallInfo,
-    Decision,
-    Event,
-    IncomingCall,
-    IncomingReinvite,
-    Reject,
-    TransferOutcome,
-)
-from ivrbot.sip.message import (
-    SipParseError,
-    SipRequest,
-    SipResponse,
-    ascii_number,
-    is_keepalive,
-    parse_message,
-)
-from ivrbot.sip.responses import ResponseOptions, build_response, refusal, warning
-from ivrbot.sip.states import (
-    CALL_TRANSITIONS,
-    CallEvent,
-    CallState,
-    ClientEvent,
-    ClientState,
-    IstEvent,
-    IstState,
-)
-from ivrbot.sip.transaction import (
-    ClientTxn,
-    InviteServerTxn,
-    NonInviteServerTxn,
-    Retransmitter,
-    SipTimers,
-    TxnKey,
-    server_key,
-)
+from ivrbot.sip.calls import Call, CallLayer
+from ivrbot.sip.config import DROP_REASONS as DROP_REASONS
+from ivrbot.sip.config import SipStats as SipStats
+from ivrbot.sip.config import UaConfig as UaConfig
+from ivrbot.sip.dialog import Dialog, new_tag
+from ivrbot.sip.events import CallInfo, Decision, IncomingCall, Reject
+from ivrbot.sip.message import SipParseError, SipRequest, SipResponse, is_keepalive, parse_message
+from ivrbot.sip.responses import refusal
+from ivrbot.sip.states import CallEvent, CallState, IstEvent, IstState
+from ivrbot.sip.transaction import InviteServerTxn, server_key
 from ivrbot.sip.validation import KNOWN_METHODS, URI_SCHEMES, RequestIdentity, answerable, validate
 
 log = get_logger(__name__)
 
 Addr = tuple[str, int]
 
-_SDP_ACCEPTED = ("application/sdp", "application/*", "*/*")
 _NO_DIALOG_METHODS = {"BYE", "NOTIFY", "INFO", "UPDATE", "PRACK"}
 
 
-@dataclass
-class SipStats:
-    """Counters for /metrics: every refused, malformed or absorbed datagram lands in one."""
-
-    received: int = 0
-    malformed: int = 0
-    untrusted: int = 0
-    retransmissions: int = 0
-    retransmits_sent: int = 0
-    stray: int = 0
-    internal_errors: int = 0
-    app_timeouts: int = 0
-    calls: int = 0
-    responses: Counter[int] = field(default_factory=Counter)
-    rejected: Counter[int] = field(default_factory=Counter)
-    #: datagrams that got no answer, by reason: malformed, untrusted, stray (DROP_REASONS)
-    dropped: Counter[str] = field(default_factory=Counter)
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "received": self.received,
-            "malformed": self.malformed,
-            "untrusted": self.untrusted,
-            "retransmissions": self.retransmissions,
-            "retransmits_sent": self.retransmits_sent,
-            "stray": self.stray,
-            "internal_errors": self.internal_errors,
-            "app_timeouts": self.app_timeouts,
-            "calls": self.calls,
-            "responses": dict(self.responses),
-            "rejected": dict(self.rejected),
-            "dropped": dict(self.dropped),
-        }
-
-
-DROP_REASONS = ("malformed", "untrusted", "stray")
-
-
-@dataclass
-class UaConfig:
-    advertised_address: str
-    advertised_port: int
-    trusted_proxies: tuple[str, ...] = ()
-    user_agent: str = "ivrbot"
-    timers: SipTimers = field(default_factory=SipTimers)
-    drain_retry_after: int = 30
-
-
-@dataclass
-class _Transfer:
-    deadline: float
-    target: str
-    last_status: int | None = None
-
-
-@dataclass
-class _Call:
-    info: CallInfo
-    invite: SipRequest
-    ident: RequestIdentity
-    source: Addr
-    txn: InviteServerTxn
-    state: CallState = CallState.PENDING
-    dialog: Dialog | None = None
-    reinvite: InviteServerTxn | None = None
-    hangup_requested: bool = False
-    transfer: _Transfer | None = None
-
-    def on(self, event: CallEvent) -> None:
-        self.state = states.advance(CALL_TRANSITIONS, self.state, event)
-
-
-class UserAgent:
+class UserAgent(CallLayer):
     """UAS core for the bot. One instance per listening socket."""
 
     def __init__(self, config: UaConfig) -> None:
-        self.config = config
-        self.stats = SipStats()
+        super().__init__(config)
         self.draining = False
         self._networks = [ipaddress.ip_network(c.strip(), strict=False) for c in config.trusted_proxies if c.strip()]
-        self._calls: dict[str, _Call] = {}
-        self._ists: dict[TxnKey, InviteServerTxn] = {}
-        self._nists: dict[TxnKey, NonInviteServerTxn] = {}
-        self._clients: dict[str, ClientTxn] = {}
-        self._out: list[tuple[bytes, Addr]] = []
-        self._events: list[Event] = []
         self._logged_untrusted: set[str] = set()
         #: the request being handled, so that a bug still gets it a final answer
         self._inflight: tuple[SipRequest, RequestIdentity, Addr] | None = None
 
-    # ---- outputs -------------------------------------------------------------------------
-    def take_datagrams(self) -> list[tuple[bytes, Addr]]:
-        out, self._out = self._out, []
-        return out
-
-    def take_events(self) -> list[Event]:
-        ev, self._events = self._events, []
-        return ev
-
-    @property
-    def active_calls(self) -> int:
-        return len(self._calls)
-
-    def call_ids(self) -> list[str]:
-        return list(self._calls)
-
-    @property
-    def contact(self) -> str:
-        return f"<sip:{self.config.user_agent}@{self._host()}:{self.config.advertised_port}>"
-
-    def _host(self) -> str:
-        a = self.config.advertised_address
-        return f"[{a}]" if ":" in a and not a.startswith("[") else a
-
     def start_draining(self) -> None:
         self.draining = True
 
-    # ---- input ---------------------------------------------------------------------------
     def feed(self, data: bytes, addr: Addr, now: float) -> None:
         """One received datagram. Never raises: a bug is counted as ``internal_errors`` and every
         server transaction it left without a final response gets 500 (:meth:`_recover`)."""
@@ -206,11 +69,6 @@ class UserAgent:
             self.stats.internal_errors += 1
             log.exception("sip.internal_error_in_timers")
             self._recover(now)
-
-    @property
-    def open_transactions(self) -> int:
-        """Server transactions not yet freed (each is freed by its own timer)."""
-        return len(self._ists) + len(self._nists)
 
     def _recover(self, now: float) -> None:
         """After a bug: the request being handled and every INVITE transaction nobody will answer
@@ -243,17 +101,10 @@ class UserAgent:
             call.reinvite = None
 
     def next_deadline(self) -> float | None:
-        times: list[float] = []
+        times = self._txn_deadlines()
         for ist in self._ists.values():
-            if ist.retransmit is not None and ist.retransmit.active:
-                times.append(min(ist.retransmit.next_at, ist.retransmit.deadline))
-            if ist.expires_at is not None:
-                times.append(ist.expires_at)
             if ist.app_deadline is not None and ist.state is IstState.PROCEEDING:
                 times.append(ist.app_deadline)
-        times.extend(n.expires_at for n in self._nists.values())
-        for c in self._clients.values():
-            times.append(min(c.retransmit.next_at, c.retransmit.deadline))
         times.extend(c.transfer.deadline for c in self._calls.values() if c.transfer is not None)
         return min(times) if times else None
 
@@ -316,46 +167,11 @@ class UserAgent:
         else:
             self.stats.dropped["malformed"] += 1
 
-    def _warning(self, code: int, text: str) -> str:
-        return warning(code, self._host(), text)
-
-    # ---- responses we send ---------------------------------------------------------------
-    def _send_response(self, req: SipRequest, addr: Addr, code: int, **opts: Unpack[ResponseOptions]) -> bytes:
-        data = build_response(req, code, source=addr, server=self.config.user_agent, **opts).to_bytes()
-        # Responses go back where the request came from (symmetric, as rport asks and OpenSIPS expects).
-        self._out.append((data, addr))
-        self.stats.responses[code] += 1
-        return data
-
-    def _reply_non_invite(
-        self,
-        req: SipRequest,
-        ident: RequestIdentity,
-        addr: Addr,
-        now: float,
-        code: int,
-        **opts: Unpack[ResponseOptions],
-    ) -> None:
-        data = self._send_response(req, addr, code, **opts)
-        key = server_key(ident)
-        self._nists[key] = NonInviteServerTxn(key, addr, data, now + self.config.timers.timeout)
-
-    # ---- requests ------------------------------------------------------------------------
     def _on_request(self, req: SipRequest, ident: RequestIdentity, addr: Addr, now: float) -> None:
         if req.method == "ACK":
             self._on_ack(req, ident, now)
             return
-        key = server_key(ident)
-        nist = self._nists.get(key)
-        if nist is not None:
-            self.stats.retransmissions += 1
-            self._out.append((nist.last_response, addr))
-            return
-        ist = self._ists.get(key)
-        if ist is not None:
-            self.stats.retransmissions += 1
-            if ist.last_response is not None and ist.state is not IstState.CONFIRMED:
-                self._out.append((ist.last_response, addr))
+        if self._retransmission(ident, addr):
             return
         self._inflight = (req, ident, addr)
         # Max-Forwards 0 is not checked: it only limits proxies; a UAS processes the request
@@ -415,45 +231,6 @@ class UserAgent:
         else:
             self._reply_non_invite(req, ident, addr, now, code, to_tag=new_tag(), extra=extra or [])
 
-    def _invite_final(self, ist: InviteServerTxn, code: int, now: float, **opts: Unpack[ResponseOptions]) -> None:
-        """Send a non-2xx final: retransmitted (Timer G) until ACK, forgotten after Timer H."""
-        data = self._send_response(ist.request, ist.addr, code, **opts)
-        t = self.config.timers
-        ist.on(IstEvent.FINAL_ERROR)
-        ist.last_response = data
-        ist.app_deadline = None
-        ist.retransmit = Retransmitter(data, ist.addr, now + t.t1, t.t1, t.t2, now + t.timeout)
-        ist.expires_at = now + t.timeout
-
-    def _new_ist(self, req: SipRequest, ident: RequestIdentity, addr: Addr, initial: bool) -> InviteServerTxn:
-        key = server_key(ident)
-        ist = InviteServerTxn(key, req, addr, ident.call_id, ident.cseq, initial=initial)
-        self._ists[key] = ist
-        return ist
-
-    def _check_offer(self, ist: InviteServerTxn, to_tag: str, now: float) -> SdpOffer | None:
-        req = ist.request
-        ctype = (req.header("Content-Type") or "").split(";")[0].strip().lower()
-        accept = [a.split(";")[0].strip().lower() for a in req.header_all("Accept")]
-        if any(accept) and not any(a in _SDP_ACCEPTED for a in accept):
-            # An SDP answer would break the offerer's own Accept (RFC 4475 3.3.15).
-            self._invite_final(ist, 406, now, to_tag=to_tag, accept=True)
-            return None
-        if not req.body.strip():
-            self._invite_final(ist, 488, now, to_tag=to_tag, extra=[("Warning", self._warning(399, "no SDP offer"))])
-            return None
-        if ctype and ctype != "application/sdp":
-            self._invite_final(ist, 415, now, to_tag=to_tag, accept=True)
-            return None
-        try:
-            return parse_offer(req.body)
-        except NoCommonCodec as exc:
-            warning = self._warning(305, str(exc))
-        except SdpError as exc:
-            warning = self._warning(399, f"bad SDP: {exc}")
-        self._invite_final(ist, 488, now, to_tag=to_tag, extra=[("Warning", warning)])
-        return None
-
     def _on_invite(self, req: SipRequest, ident: RequestIdentity, addr: Addr, now: float) -> None:
         call_id = ident.call_id
         ist = self._new_ist(req, ident, addr, initial=True)
@@ -484,7 +261,7 @@ class UserAgent:
             remote_addr=addr,
             headers=tuple(req.headers),
         )
-        self._calls[call_id] = _Call(info, req, ident, addr, ist)
+        self._calls[call_id] = Call(info, req, ident, addr, ist)
         self.stats.calls += 1
         log.info("sip.invite", call_id=call_id, source=f"{addr[0]}:{addr[1]}", from_uri=info.from_uri)
         ist.app_deadline = now + self.config.timers.timeout
@@ -536,18 +313,6 @@ class UserAgent:
         call.on(CallEvent.ACCEPT)
         return True
 
-    def _accept(self, ist: InviteServerTxn, call: _Call, decision: Accept, now: float) -> None:
-        data = self._send_response(
-            ist.request, ist.addr, 200, to_tag=call.info.local_tag,
-            contact=self.contact, allow=True, supported=True, sdp=decision.answer_sdp,
-        )
-        t = self.config.timers
-        ist.on(IstEvent.FINAL_2XX)
-        ist.last_response = data
-        # RFC 3261 13.3.1.4: the 2xx is resent T1, 2T1, ... T2 until the ACK, for 64*T1.
-        ist.retransmit = Retransmitter(data, ist.addr, now + t.t1, t.t1, t.t2, now + t.timeout)
-        ist.expires_at = None
-
     def _on_cancel(self, req: SipRequest, ident: RequestIdentity, addr: Addr, now: float) -> None:
         ist = self._ists.get(server_key(ident, "INVITE"))
         if ist is None:
@@ -584,232 +349,10 @@ class UserAgent:
         self.stats.stray += 1  # a retransmitted ACK or one for nothing we sent: absorbed
         self.stats.dropped["stray"] += 1
 
-    def _confirm(self, call: _Call, txn: InviteServerTxn, now: float) -> None:
-        txn.on(IstEvent.ACK)
-        if txn.retransmit is not None:
-            txn.retransmit.stop()
-        # Keep the key a while so late INVITE retransmissions are absorbed, not taken as new.
-        txn.expires_at = now + self.config.timers.timeout
-        if txn is call.reinvite:
-            call.reinvite = None
-            return
-        call.on(CallEvent.ACK)
-        log.info("sip.established", call_id=call.info.call_id)
-        self._events.append(CallEstablished(call.info))
-        if call.hangup_requested:
-            self._send_bye(call, now, "local_bye")
-
-    def _on_in_dialog(self, req: SipRequest, ident: RequestIdentity, addr: Addr, now: float, to_tag: str) -> None:
-        call = self._calls.get(ident.call_id)
-        if (
-            call is None
-            or call.dialog is None
-            or to_tag != call.info.local_tag
-            or ident.from_tag != call.dialog.remote_tag
-        ):
-            if req.method == "INVITE":
-                ist = self._new_ist(req, ident, addr, initial=False)
-                self._invite_final(ist, 481, now)
-            else:
-                self._reply_non_invite(req, ident, addr, now, 481)
-            return
-        dialog = call.dialog
-        cseq = ident.cseq
-        if cseq < dialog.remote_cseq or (cseq == dialog.remote_cseq and req.method != "INVITE"):
-            if req.method == "INVITE":
-                ist = self._new_ist(req, ident, addr, initial=False)
-                self._invite_final(ist, 500, now)
-            else:
-                self._reply_non_invite(req, ident, addr, now, 500, reason="CSeq Out Of Order")
-            return
-        dialog.remote_cseq = cseq
-        if req.method == "BYE":
-            self._reply_non_invite(req, ident, addr, now, 200)
-            log.info("sip.remote_bye", call_id=call.info.call_id)
-            self._end(call, "remote_bye")
-        elif req.method == "INVITE":
-            self._on_reinvite(call, req, ident, addr, now)
-        elif req.method in ("OPTIONS", "INFO"):
-            options = req.method == "OPTIONS"
-            self._reply_non_invite(req, ident, addr, now, 200, allow=options, accept=options)
-        elif req.method == "NOTIFY":
-            self._on_notify(call, req, ident, addr, now)
-        else:
-            self._reply_non_invite(req, ident, addr, now, 405, allow=True)
-
-    def _on_reinvite(self, call: _Call, req: SipRequest, ident: RequestIdentity, addr: Addr, now: float) -> None:
-        ist = self._new_ist(req, ident, addr, initial=False)
-        tag = call.info.local_tag
-        busy = call.reinvite is not None or call.txn.state is IstState.ACCEPTED
-        if busy:
-            self._invite_final(ist, 500, now, to_tag=tag, retry_after=1)
-            return
-        if call.state is CallState.ENDING:
-            self._invite_final(ist, 481, now, to_tag=tag)
-            return
-        ist.last_response = self._send_response(req, addr, 100)
-        offer = self._check_offer(ist, tag, now)
-        if offer is None:
-            return
-        call.reinvite = ist
-        ist.app_deadline = now + self.config.timers.timeout
-        self._events.append(IncomingReinvite(call.info, offer))
-
     def answer_reinvite(self, call_id: str, decision: Decision, now: float) -> bool:
         """Apply the application's decision on a re-INVITE; never raises (500 if it fails)."""
         return self._guarded(call_id, now, lambda: self._answer_reinvite(call_id, decision, now))
 
-    def _answer_reinvite(self, call_id: str, decision: Decision, now: float) -> bool:
-        call = self._calls.get(call_id)
-        ist = call.reinvite if call is not None else None
-        if call is None or ist is None or ist.state is not IstState.PROCEEDING or call.dialog is None:
-            return False
-        if isinstance(decision, Reject):
-            code, reason, retry_after = refusal(decision)
-            self._invite_final(ist, code, now, reason=reason, to_tag=call.info.local_tag, retry_after=retry_after)
-            call.reinvite = None
-            return True
-        call.dialog.refresh_target(ist.request)
-        self._accept(ist, call, decision, now)
-        return True
-
-    def _on_notify(self, call: _Call, req: SipRequest, ident: RequestIdentity, addr: Addr, now: float) -> None:
-        event = (req.header("Event") or "").split(";")[0].strip().lower()
-        if event != "refer":
-            self._reply_non_invite(req, ident, addr, now, 489)
-            return
-        self._reply_non_invite(req, ident, addr, now, 200)
-        tr = call.transfer
-        if tr is None:
-            return
-        status = _sipfrag_status(req.body)
-        if status is not None:
-            tr.last_status = status
-        terminated = (req.header("Subscription-State") or "").strip().lower().startswith("terminated")
-        if status is not None and 200 <= status < 300:
-            self._transfer_done(call, True, f"NOTIFY {status}")
-        elif status is not None and status >= 300:
-            self._transfer_done(call, False, f"NOTIFY {status}")
-        elif terminated:
-            self._transfer_done(call, False, f"subscription terminated at {tr.last_status}")
-
-    def _transfer_done(self, call: _Call, ok: bool, detail: str) -> None:
-        if call.transfer is None:
-            return
-        call.transfer = None
-        log.info("sip.transfer_outcome", call_id=call.info.call_id, ok=ok, detail=detail)
-        self._events.append(TransferOutcome(call.info, ok, detail))
-
-    # ---- what the application asks -------------------------------------------------------
-    def hangup(self, call_id: str, now: float) -> bool:
-        """End a call: BYE if answered (after the ACK), 480 if still ringing. False if unknown."""
-        call = self._calls.get(call_id)
-        if call is None:
-            return False
-        if call.state is CallState.PENDING:
-            self._invite_final(call.txn, 480, now, to_tag=call.info.local_tag)
-            self._end(call, "local_hangup")
-        elif call.state is CallState.ANSWERING:
-            call.hangup_requested = True
-        elif call.state is CallState.CONFIRMED:
-            self._send_bye(call, now, "local_bye")
-        return True
-
-    def transfer(self, call_id: str, target: str, now: float, timeout: float) -> bool:
-        """Blind REFER to ``target``; the outcome arrives as a TransferOutcome event."""
-        call = self._calls.get(call_id)
-        if call is None or call.state is not CallState.CONFIRMED or call.dialog is None or call.transfer is not None:
-            return False
-        uri = parse_target(target)
-        call.transfer = _Transfer(now + timeout, str(uri))
-        self._send_client(call, "REFER", "refer", now, [("Refer-To", f"<{uri}>"), ("Referred-By", self.contact)])
-        log.info("sip.refer", call_id=call_id, target=str(uri))
-        return True
-
-    def _send_bye(self, call: _Call, now: float, reason: str) -> None:
-        assert call.dialog is not None
-        call.on(CallEvent.BYE_SENT)
-        self._send_client(call, "BYE", "bye", now, end_reason=reason)
-        log.info("sip.bye_sent", call_id=call.info.call_id, reason=reason)
-
-    def _send_client(
-        self,
-        call: _Call,
-        method: str,
-        purpose: str,
-        now: float,
-        headers: list[tuple[str, str]] | None = None,
-        **extra: object,
-    ) -> None:
-        """Start a non-INVITE client transaction inside the call's dialog (BYE, REFER)."""
-        assert call.dialog is not None
-        branch = new_branch()
-        req = call.dialog.build_request(
-            method,
-            branch=branch,
-            via_host=self._host(),
-            via_port=self.config.advertised_port,
-            contact=self.contact,
-            user_agent=self.config.user_agent,
-            extra=headers,
-        )
-        dest = call.dialog.destination(call.source)
-        data = req.to_bytes()
-        t = self.config.timers
-        self._clients[branch] = ClientTxn(
-            branch, method, call.info.call_id,
-            Retransmitter(data, dest, now + t.t1, t.t1, t.t2, now + t.timeout), purpose, extra=dict(extra),
-        )
-        self._out.append((data, dest))
-
-    def _on_response(self, resp: SipResponse, now: float) -> None:
-        vias = resp.header_all("Via")
-        try:
-            branch = parse_via(vias[0]).branch if vias else None
-        except SipParseError:
-            branch = None
-        txn = self._clients.get(branch or "")
-        if txn is None:
-            self.stats.stray += 1
-            self.stats.dropped["stray"] += 1
-            return
-        if resp.status < 200:
-            txn.on(ClientEvent.PROVISIONAL)
-            txn.retransmit.interval = self.config.timers.t2 / 2  # next doubling lands on T2
-            return
-        txn.on(ClientEvent.FINAL)
-        del self._clients[txn.branch]
-        self._client_done(txn, resp.status)
-
-    def _client_done(self, txn: ClientTxn, status: int | None) -> None:
-        call = self._calls.get(txn.call_id)
-        if call is None:
-            return
-        if txn.purpose == "bye":
-            self._end(call, str(txn.extra.get("end_reason", "local_bye")))
-        elif txn.purpose == "refer":
-            if status is None:
-                self._transfer_done(call, False, "REFER timed out")
-            elif status >= 300:
-                self._transfer_done(call, False, f"REFER {status}")
-
-    def _end(self, call: _Call, reason: str) -> None:
-        if self._calls.get(call.info.call_id) is not call:
-            return
-        call.on(CallEvent.END)
-        del self._calls[call.info.call_id]
-        if call.transfer is not None:
-            self._transfer_done(call, False, f"call ended: {reason}")
-        for txn in (call.txn, call.reinvite):
-            if txn is not None and txn.state is IstState.ACCEPTED and txn.retransmit is not None:
-                # No more 2xx retransmissions; the key is kept briefly to absorb late copies.
-                txn.retransmit.stop()
-                txn.on(IstEvent.NO_ACK)
-                txn.expires_at = txn.retransmit.deadline
-        log.info("sip.call_ended", call_id=call.info.call_id, reason=reason)
-        self._events.append(CallEnded(call.info, reason))
-
-    # ---- timers --------------------------------------------------------------------------
     def _tick(self, now: float) -> None:
         for ist in list(self._ists.values()):
             if ist.state is IstState.PROCEEDING and ist.app_deadline is not None and now >= ist.app_deadline:
@@ -817,61 +360,7 @@ class UserAgent:
                 self.stats.app_timeouts += 1
                 log.warning("sip.app_timeout", call_id=ist.call_id)
                 self._fail_ist(ist, now, "app_timeout")
-        for key, ist in list(self._ists.items()):
-            r = ist.retransmit
-            if ist.state is IstState.ACCEPTED and r is not None and r.expired(now):
-                r.stop()
-                self._ack_timeout(ist, now)
-            elif r is not None and r.active and r.due(now):
-                if ist.state is IstState.COMPLETED and r.expired(now):
-                    r.stop()
-                else:
-                    self._out.append((r.payload, r.addr))
-                    self.stats.retransmits_sent += 1
-                    r.fire(now)
-            if ist.expires_at is not None and now >= ist.expires_at:
-                ist.on(IstEvent.EXPIRE)
-                del self._ists[key]
-        for nkey, nist in list(self._nists.items()):
-            if now >= nist.expires_at:
-                del self._nists[nkey]
-        for branch, txn in list(self._clients.items()):
-            r = txn.retransmit
-            if r.expired(now):
-                txn.on(ClientEvent.TIMEOUT)
-                del self._clients[branch]
-                self._client_done(txn, None)
-            elif r.due(now):
-                self._out.append((r.payload, r.addr))
-                self.stats.retransmits_sent += 1
-                if txn.state is ClientState.PROCEEDING:
-                    r.interval = self.config.timers.t2 / 2
-                r.fire(now)
+        self._tick_transactions(now)
         for call in list(self._calls.values()):
             if call.transfer is not None and now >= call.transfer.deadline:
                 self._transfer_done(call, False, "timeout waiting for NOTIFY")
-
-    def _ack_timeout(self, ist: InviteServerTxn, now: float) -> None:
-        ist.on(IstEvent.NO_ACK)
-        ist.expires_at = now
-        call = self._calls.get(ist.call_id)
-        if call is None:
-            return
-        if ist is call.reinvite:
-            call.reinvite = None
-        log.warning("sip.ack_timeout", call_id=ist.call_id)
-        # RFC 3261 13.3.1.4: no ACK within 64*T1 -> the dialog is ended with a BYE (unless ours
-        # is already out: a re-INVITE's 2xx can go unacknowledged while the call is ending).
-        if call.state is not CallState.ENDING:
-            self._send_bye(call, now, "ack_timeout")
-        self._end(call, "ack_timeout")
-
-
-def _sipfrag_status(body: bytes) -> int | None:
-    """Status code of a message/sipfrag body ("SIP/2.0 200 OK")."""
-    first = body.decode("utf-8", errors="replace").lstrip().split("\n", 1)[0].strip()
-    parts = first.split()
-    if len(parts) >= 2 and parts[0].upper() == "SIP/2.0" and len(parts[1]) == 3:
-        return ascii_number(parts[1])
-    return None
-
