@@ -158,3 +158,24 @@ def test_terminal_states_have_no_way_out() -> None:
         assert terminal, table
         assert not [k for k in table if k[0] in terminal]
         assert terminal <= set(table.values())  # and each machine can reach its end
+
+
+def test_an_unacked_reinvite_2xx_while_our_bye_is_out_ends_the_call_once() -> None:
+    """Hang up while a re-INVITE's 2xx waits for its ACK: the ACK never comes. The call is
+    already ending, so no second BYE (CallState has no ENDING -> BYE_SENT) and no internal error."""
+    from sipmsg import Harness
+    from test_sip_useragent import answered_call, invite
+
+    from ivrbot.sip.events import CallEnded, IncomingReinvite
+
+    h = Harness()
+    tag = answered_call(h)
+    h.feed(invite(cseq=2, branch="z9hG4bKre", to_tag=tag))
+    assert isinstance(h.events[-1], IncomingReinvite)
+    assert h.ua.answer_reinvite("call-1", Accept(ANSWER), h.now)
+    assert h.ua.hangup("call-1", h.now)
+    out = h.advance(40.0, step=0.5)
+    byes = [m for m in out if isinstance(m, SipRequest) and m.method == "BYE"]
+    assert len({m.header("Via") for m in byes}) == 1  # one BYE transaction (resent, not doubled)
+    assert h.ua.stats.internal_errors == 0
+    assert [e.reason for e in h.events if isinstance(e, CallEnded)] == ["ack_timeout"]
