@@ -13,11 +13,12 @@ from unittest import mock
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sipmsg import ANSWER, OFFER, PEER, request
+from sipmsg import ANSWER, OFFER, PEER, Harness, request
 from test_sip_invariant import World, _negotiation, datagram
+from test_sip_useragent import answered_call, invite
 
 from ivrbot.sip import states
-from ivrbot.sip.events import Accept, IncomingCall, Reject
+from ivrbot.sip.events import Accept, CallEnded, IncomingCall, IncomingReinvite, Reject
 from ivrbot.sip.message import SipRequest, SipResponse, parse_message
 from ivrbot.sip.states import (
     CALL_TRANSITIONS,
@@ -163,11 +164,6 @@ def test_terminal_states_have_no_way_out() -> None:
 def test_an_unacked_reinvite_2xx_while_our_bye_is_out_ends_the_call_once() -> None:
     """Hang up while a re-INVITE's 2xx waits for its ACK: the ACK never comes. The call is
     already ending, so no second BYE (CallState has no ENDING -> BYE_SENT) and no internal error."""
-    from sipmsg import Harness
-    from test_sip_useragent import answered_call, invite
-
-    from ivrbot.sip.events import CallEnded, IncomingReinvite
-
     h = Harness()
     tag = answered_call(h)
     h.feed(invite(cseq=2, branch="z9hG4bKre", to_tag=tag))
