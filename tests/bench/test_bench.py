@@ -14,7 +14,7 @@ from typing import Any
 import matplotlib.image
 import pytest
 
-from ivrbot.bench import (
+from ivrbot_tools.bench import (
     PROFILES,
     STAGES,
     build_parser,

@@ -13,8 +13,8 @@ import time
 import pytest
 import pytest_asyncio
 
-from ivrbot.demo import ask_one_question
-from ivrbot.local import LocalBot, wait_for_event
+from ivrbot_tools.demo import ask_one_question
+from ivrbot_tools.local import LocalBot, wait_for_event
 
 from .conftest import BotFactory
 from .support import E2ECaller, question_pcm8k, texts, tools_missing, until, wait_text

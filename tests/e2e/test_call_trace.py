@@ -8,9 +8,9 @@ from collections.abc import Iterator
 import pytest
 import pytest_asyncio
 
-from ivrbot.demo import ask_one_question
-from ivrbot.local import LocalBot
-from ivrbot.telemetry.otlp_receiver import OtlpReceiver, ReceivedSpan, children
+from ivrbot_tools.demo import ask_one_question
+from ivrbot_tools.local import LocalBot
+from ivrbot_tools.otlp_receiver import OtlpReceiver, ReceivedSpan, children
 
 from .conftest import BotFactory
 from .support import question_pcm8k, tools_missing

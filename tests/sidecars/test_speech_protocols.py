@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ivrbot.sidecars import piper_server as piper
-from ivrbot.sidecars import vosk_server as vosk
-from ivrbot.sidecars.text_segments import speakable, split_phonemes, split_segments
+from ivrbot_sidecars import piper_server as piper
+from ivrbot_sidecars import vosk_server as vosk
+from ivrbot_sidecars.text_segments import speakable, split_phonemes, split_segments
 
 DEFAULT = vosk.RecognizerConfig()
 

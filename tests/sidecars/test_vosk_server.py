@@ -16,8 +16,8 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 
-from ivrbot.sidecars.vosk_server import VoskServer
-from ivrbot.speech_samples import caller_speech, silence
+from ivrbot_sidecars.vosk_server import VoskServer
+from ivrbot_tools.speech_samples import caller_speech, silence
 
 pytestmark = pytest.mark.slow
 

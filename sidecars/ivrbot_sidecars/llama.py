@@ -13,8 +13,8 @@ from pathlib import Path
 
 import aiohttp
 
-from ivrbot.sidecars.models import llama_server_bin
-from ivrbot.sidecars.process import ManagedProcess, SidecarError
+from ivrbot_sidecars.models import llama_server_bin
+from ivrbot_sidecars.process import ManagedProcess, SidecarError
 
 
 @dataclass

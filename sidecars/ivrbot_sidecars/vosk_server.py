@@ -36,10 +36,10 @@ from websockets.asyncio import server as ws_server
 from websockets.asyncio.server import Server, ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from ivrbot.logs import get_logger
-from ivrbot.sidecars.entry import run_until_signal
-from ivrbot.sidecars.process import SidecarError
-from ivrbot.sidecars.wire import is_unicode
+from ivrbot_sidecars.entry import run_until_signal
+from ivrbot_sidecars.logs import get_logger
+from ivrbot_sidecars.process import SidecarError
+from ivrbot_sidecars.wire import is_unicode
 
 log = get_logger(__name__)
 
@@ -230,7 +230,7 @@ def load_model(model_path: Path) -> Any:
     """Load a Vosk model directory (seconds for a large model); raises SidecarError naming the path."""
     from vosk import Model, SetLogLevel
 
-    from ivrbot.sidecars.models import check_vosk_model
+    from ivrbot_sidecars.models import check_vosk_model
 
     check_vosk_model(model_path)
     SetLogLevel(-1)
@@ -337,8 +337,8 @@ class VoskServer:
 
 def main(argv: list[str] | None = None) -> int:
     """``ivrbot vosk-server``: flags override VOSK_SERVER_INTERFACE/PORT, VOSK_MODEL_PATH, VOSK_SAMPLE_RATE."""
-    from ivrbot.logs import configure_logging
-    from ivrbot.sidecars.models import vosk_model_path
+    from ivrbot_sidecars.logs import configure_logging
+    from ivrbot_sidecars.models import vosk_model_path
 
     p = argparse.ArgumentParser(prog="ivrbot vosk-server", description=__doc__.splitlines()[0])
     p.add_argument("--host", default=os.environ.get("VOSK_SERVER_INTERFACE", "127.0.0.1"))

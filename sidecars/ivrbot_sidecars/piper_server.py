@@ -43,17 +43,17 @@ from websockets.asyncio import server as ws_server
 from websockets.asyncio.server import Server, ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from ivrbot.logs import get_logger
-from ivrbot.sidecars.entry import run_until_signal
-from ivrbot.sidecars.process import SidecarError
-from ivrbot.sidecars.text_segments import (
+from ivrbot_sidecars.entry import run_until_signal
+from ivrbot_sidecars.logs import get_logger
+from ivrbot_sidecars.process import SidecarError
+from ivrbot_sidecars.text_segments import (
     DEFAULT_PASS_PHONEMES,
     DEFAULT_SEGMENT_CHARS,
     speakable,
     split_phonemes,
     split_segments,
 )
-from ivrbot.sidecars.wire import is_unicode
+from ivrbot_sidecars.wire import is_unicode
 
 log = get_logger(__name__)
 
@@ -478,7 +478,7 @@ def load_voice(path: Path, threads: int | None = None) -> Any:
     from piper import PiperVoice
     from piper.config import PiperConfig
 
-    from ivrbot.sidecars.models import check_piper_voice
+    from ivrbot_sidecars.models import check_piper_voice
 
     check_piper_voice(path)
     try:
@@ -495,8 +495,8 @@ def load_voice(path: Path, threads: int | None = None) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     """``ivrbot piper-server``: flags override PIPER_HOST/PIPER_PORT and PIPER_VOICE."""
-    from ivrbot.logs import configure_logging
-    from ivrbot.sidecars.models import piper_voice_path
+    from ivrbot_sidecars.logs import configure_logging
+    from ivrbot_sidecars.models import piper_voice_path
 
     p = argparse.ArgumentParser(prog="ivrbot piper-server", description=__doc__.splitlines()[0])
     p.add_argument("--host", default=os.environ.get("PIPER_HOST", "127.0.0.1"))

@@ -37,12 +37,12 @@ from typing import Any
 import numpy as np
 import psutil
 
-from ivrbot.caller import CallFailed, SipCaller
-from ivrbot.demo import trim_silence
-from ivrbot.local import LocalBot, LocalBotConfig, read_events
-from ivrbot.stack import StackConfig
 from ivrbot.telemetry.budget import LatencyBudget
-from ivrbot.telemetry.otlp_receiver import OtlpReceiver, ReceivedSpan
+from ivrbot_tools.caller import CallFailed, SipCaller
+from ivrbot_tools.demo import trim_silence
+from ivrbot_tools.local import LocalBot, LocalBotConfig, read_events
+from ivrbot_tools.otlp_receiver import OtlpReceiver, ReceivedSpan
+from ivrbot_tools.stack import StackConfig
 
 #: what callers ask (Korean: the only Vosk model installable here is Korean)
 QUESTIONS: tuple[str, ...] = (
@@ -324,7 +324,7 @@ class Bench:
         self.receiver = receiver
         self.pids = pids
         self.log_path = log_path
-        from ivrbot.speech_samples import caller_speech
+        from ivrbot_tools.speech_samples import caller_speech
 
         self.speech = {q: trim_silence(caller_speech(q, voice="ko", sample_rate=8000)) for q in config.questions}
         self.calls: list[CallResult] = []
@@ -601,7 +601,7 @@ async def run_bench(config: BenchConfig) -> dict[str, Any]:
                 **receiver.env("http/protobuf", OTEL_SERVICE_NAME="ivrbot-bench", OTEL_BSP_SCHEDULE_DELAY="200"),
             },
         )
-        from ivrbot.local import free_port
+        from ivrbot_tools.local import free_port
 
         stack = StackConfig(
             vosk_port=free_port(), piper_port=free_port(), llama_port=free_port(), llama_parallel=max(top, 1)
