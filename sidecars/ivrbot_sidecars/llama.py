@@ -21,7 +21,7 @@ from ivrbot_sidecars.process import ManagedProcess, SidecarError
 class LlamaServerConfig:
     model: Path
     host: str = "127.0.0.1"
-    port: int = 8080
+    port: int = 8080  #: where `ivrbot serve` looks for it by default (pinned to AssistantSettings.llama_url)
     ctx_size: int = 4096
     parallel: int = 4
     threads: int | None = None

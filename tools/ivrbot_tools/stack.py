@@ -11,8 +11,9 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from ivrbot.assistant_settings import DEFAULT_SYSTEM_PROMPT
+from ivrbot.assistant_settings import DEFAULT_SYSTEM_PROMPT, AssistantSettings
 from ivrbot.logs import get_logger
 from ivrbot_sidecars.llama import LlamaServer, LlamaServerConfig
 from ivrbot_sidecars.process import ManagedProcess, tcp_ready
@@ -20,12 +21,19 @@ from ivrbot_sidecars.process import ManagedProcess, tcp_ready
 log = get_logger(__name__)
 
 
+def _default_port(url: str) -> int:
+    """The port of one of the bot's default sidecar URLs: the stack serves where the bot looks by default."""
+    port = urlsplit(url).port
+    assert port is not None, url
+    return port
+
+
 @dataclass
 class StackConfig:
     host: str = "127.0.0.1"
-    vosk_port: int = 2700
-    piper_port: int = 5002
-    llama_port: int = 8080
+    vosk_port: int = _default_port(AssistantSettings.vosk_url)
+    piper_port: int = _default_port(AssistantSettings.piper_url)
+    llama_port: int = _default_port(AssistantSettings.llama_url)
     vosk_model: Path | None = None
     piper_voice: Path | None = None
     llama_model: Path | None = None
