@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ivrbot.sip.address import Via
+from ivrbot.sip.events import Addr
 from ivrbot.sip.message import SipRequest
 
-Addr = tuple[str, int]
 TxnKey = tuple[str, ...]
 
 MAGIC_COOKIE = "z9hG4bK"

@@ -18,6 +18,7 @@ from ivrbot.sip.address import Via, ip_literal, parse_cseq, parse_name_addr, par
 from ivrbot.sip.dialog import Dialog, new_tag, parse_target
 from ivrbot.sip.events import (
     Accept,
+    Addr,
     CallEnded,
     CallEstablished,
     CallInfo,
@@ -48,7 +49,6 @@ from ivrbot.sip.transaction import (
 
 log = get_logger(__name__)
 
-Addr = tuple[str, int]
 
 ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, NOTIFY, INFO"
 REASONS = {
