@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ivrbot_sidecars import piper_server as piper
+from ivrbot_sidecars import piper_protocol as piper
 from ivrbot_sidecars import vosk_server as vosk
 from ivrbot_sidecars.text_segments import speakable, split_phonemes, split_segments
 
