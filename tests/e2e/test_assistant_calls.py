@@ -1,4 +1,4 @@
-"""Issue 4 with the full assistant: a spoken question answered, DTMF menu actions, two calls at once.
+"""The full assistant over real calls: a spoken question answered, DTMF menu actions, two calls at once.
 
 One `ivrbot serve` process on the package's speech stack (Vosk, llama-server, Piper), no greeting,
 so every audible packet a caller hears is a reply to something said in its own call.
