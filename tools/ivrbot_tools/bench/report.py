@@ -78,6 +78,8 @@ def write_chart(doc: dict[str, Any], path: Path) -> None:
             ax1.annotate(f"{lv['ok']}/{lv['calls']} answered", (lv["concurrency"], y), textcoords="offset points",
                          xytext=(0, 8), ha="center", fontsize=8, color="darkred")
     ax1.set_xscale("log", base=2)
+    # explicit limits: with no answered call there is no data to take them from (log scale would refuse)
+    ax1.set_xlim(min(xs) / 1.5, max(xs) * 1.5)
     ax1.set_xticks(xs, [str(x) for x in xs])
     ax1.set_xlabel("concurrent calls")
     ax1.set_ylabel("ms, caller's last word -> first reply audio")
