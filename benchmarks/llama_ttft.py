@@ -19,9 +19,9 @@ import uuid
 from pathlib import Path
 
 from ivrbot.assistant_settings import DEFAULT_SYSTEM_PROMPT
-from ivrbot.local import free_port
-from ivrbot.sidecars import models
-from ivrbot.sidecars.llama import LlamaServer, LlamaServerConfig, chat_once
+from ivrbot_sidecars import models
+from ivrbot_sidecars.llama import LlamaServer, LlamaServerConfig, chat_once
+from ivrbot_tools.local import free_port
 
 QUESTIONS = ["What are your opening hours?", "Can I book a table for two?", "Where are you located?"]
 

@@ -27,8 +27,8 @@ from typing import Any
 
 from websockets.asyncio.client import connect
 
-from ivrbot.sidecars.models import piper_voice_path, vosk_model_path
-from ivrbot.speech_samples import caller_speech, silence
+from ivrbot_sidecars.models import piper_voice_path, vosk_model_path
+from ivrbot_tools.speech_samples import caller_speech, silence
 
 KOREAN = "여보세요. 안녕하세요. 예약을 확인하고 싶습니다. 전화번호를 알려 주세요. 감사합니다."
 SHORT = "Hello, how can I help you?"
@@ -95,7 +95,7 @@ async def vosk_session(url: str, pcm: bytes) -> dict[str, Any]:
 
 async def bench_vosk(repeat: int) -> dict[str, Any]:
     pcm = caller_speech(KOREAN) + silence(0.5)
-    proc, port = await start("ivrbot.sidecars.vosk_server", "--model", str(vosk_model_path()))
+    proc, port = await start("ivrbot_sidecars.vosk_server", "--model", str(vosk_model_path()))
     url = f"ws://127.0.0.1:{port}"
     try:
         await vosk_session(url, pcm)  # warm: page in the model
@@ -136,7 +136,7 @@ async def piper_utterance(url: str, text: str) -> dict[str, Any]:
 
 
 async def bench_piper(repeat: int) -> dict[str, Any]:
-    proc, port = await start("ivrbot.sidecars.piper_server", "--voice", str(piper_voice_path()))
+    proc, port = await start("ivrbot_sidecars.piper_server", "--voice", str(piper_voice_path()))
     url = f"ws://127.0.0.1:{port}"
     out: dict[str, Any] = {"voice": str(piper_voice_path())}
     try:

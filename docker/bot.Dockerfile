@@ -6,9 +6,9 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/ivrbot
 WORKDIR /src
 COPY pyproject.toml README.md ./
+# Only the bot's own root and its extra: no sidecar, operator or developer code or dependencies.
 COPY bot ./bot
-COPY operator ./operator
-RUN /opt/ivrbot/bin/pip install .
+RUN /opt/ivrbot/bin/pip install ".[bot]"
 
 FROM python:3.12.12-slim-bookworm
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PATH=/opt/ivrbot/bin:$PATH

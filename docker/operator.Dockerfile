@@ -1,20 +1,13 @@
 # The IVRBot operator: `ivrbot-operator` (kopf in-process, liveness on :8080/healthz).
 # Build from the repository root:  docker build -f docker/operator.Dockerfile -t ivrbot/operator:0.1.0 .
-# Without the speech stack: only the operator's own dependencies (kopf, kubernetes, aiohttp,
-# pyyaml, with the versions pyproject.toml asks for) and the project installed --no-deps.
+# Without the speech stack: only the operator's root and its extra (kopf, kubernetes, aiohttp, pyyaml).
 FROM python:3.12.12-slim-bookworm AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/operator
 WORKDIR /src
 COPY pyproject.toml README.md ./
-COPY bot ./bot
 COPY operator ./operator
-RUN python -c "import re, tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; \
-print('\n'.join(d for d in deps if re.split(r'[<>=!~\[; ]', d, maxsplit=1)[0].lower() in {'kopf', 'kubernetes', 'aiohttp', 'pyyaml'}))" \
-    > /tmp/operator-requirements.txt \
- && test "$(wc -l < /tmp/operator-requirements.txt)" -eq 4 \
- && /opt/operator/bin/pip install -r /tmp/operator-requirements.txt \
- && /opt/operator/bin/pip install --no-deps . \
+RUN /opt/operator/bin/pip install ".[operator]" \
  && /opt/operator/bin/python -c "import ivrbot_operator.main"
 
 FROM python:3.12.12-slim-bookworm

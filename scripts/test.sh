@@ -4,6 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --install-only
-echo "==> ruff"; .venv/bin/ruff check bot operator tests benchmarks
+echo "==> ruff"; .venv/bin/ruff check bot sidecars tools operator tests benchmarks
 echo "==> mypy --strict"; .venv/bin/mypy
 echo "==> pytest"; exec .venv/bin/pytest -q -p no:cacheprovider "$@"

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from typing import Any
 
 from pipecat.clocks.base_clock import BaseClock
@@ -42,6 +41,7 @@ from ivrbot.logs import get_logger
 from ivrbot.services.llama_llm import LlamaLLMService
 from ivrbot.services.piper_tts import PiperTTSService
 from ivrbot.services.vosk_stt import VoskSTTService
+from ivrbot.telemetry.observer import worker_tracing_kwargs
 from ivrbot.vad import make_vad
 
 
@@ -132,9 +132,7 @@ class CallAssistant:
                 enable_usage_metrics=True,
             ),
             enable_rtvi=False,
-            enable_tracing=enable_tracing,
-            enable_turn_tracking=True,
-            conversation_id=call_id or None,
+            **worker_tracing_kwargs(call_id, tracing_enabled=enable_tracing),
             idle_timeout_secs=silence if silence > 0 else None,
             cancel_on_idle_timeout=False,
             observers=observers or [],
@@ -251,16 +249,3 @@ def is_hangup_phrase(text: str, phrases: tuple[str, ...]) -> bool:
     folded = " ".join(text.casefold().split())
     return any(p.casefold() in folded for p in phrases if p.strip())
 
-
-def build_call_pipeline(
-    transport: BaseTransport,
-    settings: AssistantSettings,
-    call_control: CallControl,
-    **kwargs: Any,
-) -> tuple[Pipeline, PipelineWorker]:
-    """The brief's entry point; use ``CallAssistant`` directly to reach the services and counters."""
-    assistant = CallAssistant(transport, settings, call_control, **kwargs)
-    return assistant.pipeline, assistant.worker
-
-
-AssistantFactory = Callable[..., CallAssistant]

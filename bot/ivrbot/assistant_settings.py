@@ -1,4 +1,4 @@
-"""What one call's assistant needs to know; the lead's config loader fills it from file and env."""
+"""What one call's assistant needs to know; `config.py` fills it from the YAML file and IVRBOT_* variables."""
 
 from __future__ import annotations
 
@@ -67,6 +67,8 @@ class VadSettings:
 class AssistantSettings:
     """Per-process assistant configuration, shared read-only by every call."""
 
+    #: the sidecars on the pod's loopback at their own default ports (the one place these are written;
+    #: ivrbot_sidecars' servers default to the same ports, pinned by tests/config/test_bot_config.py)
     vosk_url: str = "ws://127.0.0.1:2700"
     piper_url: str = "ws://127.0.0.1:5002"
     llama_url: str = "http://127.0.0.1:8080/v1"

@@ -39,9 +39,9 @@ class BotConfig:
     #: also serve /metrics (only) on this address, same port (a pod: its node address, for Prometheus)
     metrics_host: str = ""
     drain_grace_seconds: float = 60.0
-    vosk_url: str = "ws://127.0.0.1:2700"
-    piper_url: str = "ws://127.0.0.1:5002"
-    llama_url: str = "http://127.0.0.1:8080/v1"
+    vosk_url: str = AssistantSettings.vosk_url
+    piper_url: str = AssistantSettings.piper_url
+    llama_url: str = AssistantSettings.llama_url
     system_prompt: str = ""
     greeting: str = ""
     max_tokens: int = AssistantSettings.max_tokens

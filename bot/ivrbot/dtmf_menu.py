@@ -21,7 +21,7 @@ from ivrbot.logs import get_logger
 
 
 class CallControl(Protocol):
-    """What the SIP side offers the pipeline; implemented by the lead's call handler."""
+    """What the SIP side offers the pipeline (the server implements it per call)."""
 
     async def hangup(self, reason: str) -> None: ...
 

@@ -13,12 +13,9 @@ from typing import Any
 
 import structlog
 
-_configured = False
-
 
 def configure_logging(level: str | None = None, json_output: bool | None = None) -> None:
-    """Configure structlog once; level and format come from IVRBOT_LOG_LEVEL / IVRBOT_LOG_JSON."""
-    global _configured
+    """Configure structlog; level and format come from IVRBOT_LOG_LEVEL / IVRBOT_LOG_JSON."""
     lvl_name = (level or os.environ.get("IVRBOT_LOG_LEVEL", "INFO")).upper()
     lvl = logging.getLevelNamesMapping().get(lvl_name, logging.INFO)
     as_json = json_output if json_output is not None else os.environ.get("IVRBOT_LOG_JSON", "") == "1"
@@ -46,7 +43,6 @@ def configure_logging(level: str | None = None, json_output: bool | None = None)
         loguru_logger.add(sys.stderr, level="DEBUG" if lvl <= logging.DEBUG else "WARNING")
     except ImportError:  # pragma: no cover - loguru comes with pipecat
         pass
-    _configured = True
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:

@@ -10,7 +10,7 @@ from conftest import RecordingCallControl
 from sidecar_procs import SidecarProcess
 
 from ivrbot.assistant_settings import AssistantSettings
-from ivrbot.speech_samples import caller_speech, silence
+from ivrbot_tools.speech_samples import caller_speech, silence
 
 pytestmark = pytest.mark.slow
 

@@ -17,7 +17,7 @@ from sidecar_procs import SidecarProcess, llama_process, piper_process, vosk_pro
 
 from ivrbot.apology import render_apology, tone_apology
 from ivrbot.assistant_settings import AssistantSettings
-from ivrbot.speech_samples import caller_speech, silence
+from ivrbot_tools.speech_samples import caller_speech, silence
 
 pytestmark = pytest.mark.slow
 

@@ -21,8 +21,8 @@ from ivrbot.audio.g711 import pcm_to_ulaw, ulaw_to_pcm
 from ivrbot.rtp.packet import RtpPacket, parse_rtp
 from ivrbot.rtp.ports import PortPool
 from ivrbot.rtp.session import RtpSession
-from ivrbot.speech_samples import caller_speech, silence
 from ivrbot.transport import OpenSIPSTransport
+from ivrbot_tools.speech_samples import caller_speech, silence
 
 pytestmark = pytest.mark.slow
 

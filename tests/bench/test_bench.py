@@ -14,7 +14,7 @@ from typing import Any
 import matplotlib.image
 import pytest
 
-from ivrbot.bench import (
+from ivrbot_tools.bench import (
     PROFILES,
     STAGES,
     build_parser,
@@ -145,3 +145,19 @@ def test_bench_runs_real_calls_and_writes_its_files(tmp_path: Path) -> None:
     rows = [line for line in table.splitlines() if line.startswith("| 1 |")]
     assert len(rows) == 4, "one latency row, one row per caller profile and one resource row for concurrency 1"
     assert any(r.startswith("| 1 | greeting | 1/1 |") for r in rows)
+
+
+def test_the_chart_is_drawn_when_no_call_was_answered(tmp_path: Path) -> None:
+    """A level whose calls all failed is a result to report, not a crash of the report (log-scaled x)."""
+    from ivrbot_tools.bench.report import write_chart
+
+    none = {"p50": None, "p95": None, "max": None, "n": 0}
+    doc = {
+        "started_at": "2026-12-03T20:00:00+00:00",
+        "machine": {"loadavg_start": [11.9, 12.8, 9.8]},
+        "levels": [{"concurrency": c, "ok": 0, "calls": 2, "failed": 2, "caller_latency_ms": dict(none),
+                    "stages_ms": {s: dict(none) for s in (*STAGES, "total", "pre_vad")}} for c in (1, 2)],
+    }
+    write_chart(doc, tmp_path / "latency.png")
+    image = matplotlib.image.imread(tmp_path / "latency.png")
+    assert image.ndim == 3 and image.shape[1] > 400

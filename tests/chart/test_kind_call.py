@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ivrbot.local import LocalBot, LocalBotConfig
+from ivrbot_tools.local import LocalBot, LocalBotConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 

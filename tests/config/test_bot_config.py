@@ -46,3 +46,27 @@ def test_unknown_file_key_is_refused(tmp_path: Path) -> None:
     f.write_text("sip_prot: 5070\n")
     with pytest.raises(ConfigError, match="unknown key 'sip_prot'"):
         load_config(f, env={})
+
+
+def test_the_sidecars_and_the_stack_serve_where_the_bot_looks_by_default() -> None:
+    """The default sidecar URLs are written once (AssistantSettings); the sidecars keep their own copy of the port."""
+    from urllib.parse import urlsplit
+
+    from ivrbot.assistant_settings import AssistantSettings
+    from ivrbot.config import BotConfig
+    from ivrbot_sidecars import piper_server, vosk_server
+    from ivrbot_sidecars.llama import LlamaServerConfig
+    from ivrbot_tools.stack import StackConfig
+
+    bot = AssistantSettings()
+    assert (BotConfig().vosk_url, BotConfig().piper_url, BotConfig().llama_url) == (
+        bot.vosk_url, bot.piper_url, bot.llama_url
+    )
+    ports = {name: urlsplit(getattr(bot, f"{name}_url")).port for name in ("vosk", "piper", "llama")}
+    assert ports == {
+        "vosk": vosk_server.DEFAULT_PORT,
+        "piper": piper_server.DEFAULT_PORT,
+        "llama": LlamaServerConfig(model=Path("m.gguf")).port,
+    }
+    stack = StackConfig()
+    assert (stack.vosk_url, stack.piper_url, stack.llama_url + "/v1") == (bot.vosk_url, bot.piper_url, bot.llama_url)

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from ivrbot.local import LocalBot, LocalBotConfig, free_port
-from ivrbot.stack import Stack, StackConfig
+from ivrbot_tools.local import LocalBot, LocalBotConfig, free_port
+from ivrbot_tools.stack import Stack, StackConfig
 
 from .support import SharedStackBot
 

@@ -13,11 +13,11 @@ from typing import Any, Self
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from ivrbot.caller import AUDIBLE_LEVEL, CallRecord, SipCaller
-from ivrbot.demo import DEFAULT_QUESTION, trim_silence
-from ivrbot.local import LocalBot, LocalBotConfig
-from ivrbot.speech_samples import caller_speech
-from ivrbot.stack import Stack
+from ivrbot_tools.caller import AUDIBLE_LEVEL, CallRecord, SipCaller
+from ivrbot_tools.demo import DEFAULT_QUESTION, trim_silence
+from ivrbot_tools.local import LocalBot, LocalBotConfig
+from ivrbot_tools.speech_samples import caller_speech
+from ivrbot_tools.stack import Stack
 
 
 class E2ECaller(SipCaller):

@@ -1,4 +1,4 @@
-"""Issue 4 with the full assistant: a spoken question answered, DTMF menu actions, two calls at once.
+"""The full assistant over real calls: a spoken question answered, DTMF menu actions, two calls at once.
 
 One `ivrbot serve` process on the package's speech stack (Vosk, llama-server, Piper), no greeting,
 so every audible packet a caller hears is a reply to something said in its own call.
@@ -13,8 +13,8 @@ import time
 import pytest
 import pytest_asyncio
 
-from ivrbot.demo import ask_one_question
-from ivrbot.local import LocalBot, wait_for_event
+from ivrbot_tools.demo import ask_one_question
+from ivrbot_tools.local import LocalBot, wait_for_event
 
 from .conftest import BotFactory
 from .support import E2ECaller, question_pcm8k, texts, tools_missing, until, wait_text

@@ -13,7 +13,7 @@ import pytest
 import pytest_asyncio
 
 from ivrbot.apology import render_apology
-from ivrbot.local import LocalBot
+from ivrbot_tools.local import LocalBot
 
 from .conftest import BotFactory
 from .support import E2ECaller, events_named, first_quiet_after, question_pcm8k, tools_missing, until, wait_text

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 import pytest
 import pytest_asyncio
 
-from ivrbot.demo import ask_one_question
-from ivrbot.local import LocalBot
-from ivrbot.telemetry.otlp_receiver import OtlpReceiver, ReceivedSpan, children
+from ivrbot_tools.demo import ask_one_question
+from ivrbot_tools.local import LocalBot
+from ivrbot_tools.otlp_receiver import OtlpReceiver, ReceivedSpan, children
 
 from .conftest import BotFactory
 from .support import question_pcm8k, tools_missing
@@ -75,3 +75,5 @@ async def test_a_call_is_one_trace_with_its_turn_and_stages(traced_bot: LocalBot
     # Pipecat's own conversation span is part of the same trace, under the call
     conversation = [s for s in spans if s.name == "conversation"]
     assert conversation and all(s.parent_span_id == root.span_id for s in conversation)
+    # ... found by the same Call-ID (the wiring CallAssistant uses: worker_tracing_kwargs)
+    assert all(s.attributes.get("sip.call_id") == call_id == s.attributes.get("conversation.id") for s in conversation)

@@ -13,8 +13,8 @@ import uuid
 import numpy as np
 import pytest
 
-from ivrbot.caller import CallFailed
 from ivrbot.sip.message import SipResponse, parse_message
+from ivrbot_tools.caller import CallFailed
 
 from .conftest import BotFactory
 from .support import E2ECaller, tools_missing, until

@@ -13,10 +13,10 @@ import time
 import pytest
 import pytest_asyncio
 
-from ivrbot.demo import ask_one_question
-from ivrbot.local import LocalBot, wait_for_event
-from ivrbot.sidecars.process import ManagedProcess
-from ivrbot.stack import Stack
+from ivrbot_sidecars.process import ManagedProcess
+from ivrbot_tools.demo import ask_one_question
+from ivrbot_tools.local import LocalBot, wait_for_event
+from ivrbot_tools.stack import Stack
 
 from .conftest import BotFactory
 from .support import E2ECaller, events_named, question_pcm8k, ready, texts, tools_missing, wait_text

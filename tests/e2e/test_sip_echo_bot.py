@@ -20,7 +20,7 @@ from pcapwriter import write_rtp_pcap
 from sipp_runner import SippResult, run_sipp
 
 from ivrbot.audio.g711 import pcm_to_ulaw
-from ivrbot.local import LocalBot
+from ivrbot_tools.local import LocalBot
 
 from .conftest import BotFactory
 from .support import E2ECaller, has_event, question_pcm8k, scrape, tools_missing, until

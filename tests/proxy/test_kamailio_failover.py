@@ -22,8 +22,8 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from ivrbot.caller import CallFailed, SipCaller
-from ivrbot.local import LocalBot, LocalBotConfig, free_port, wait_for_event
+from ivrbot_tools.caller import CallFailed, SipCaller
+from ivrbot_tools.local import LocalBot, LocalBotConfig, free_port, wait_for_event
 
 KAMAILIO = shutil.which("kamailio", path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"]))
 CONFIG = Path(__file__).with_name("kamailio.cfg")

@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 
-from ivrbot.local import free_port
+from ivrbot_tools.local import free_port
 
 
 def serve(env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -16,7 +16,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from ivrbot.sidecars.models import llama_model_path, llama_server_bin, piper_voice_path, vosk_model_path
+from ivrbot_sidecars.models import llama_model_path, llama_server_bin, piper_voice_path, vosk_model_path
 
 
 def free_port() -> int:
@@ -95,14 +95,14 @@ def _py_main(module: str) -> list[str]:
 
 def vosk_process(log_dir: Path, port: int | None = None) -> SidecarProcess:
     port = port or free_port()
-    argv = [*_py_main("ivrbot.sidecars.vosk_server"), "--host", "127.0.0.1", "--port", str(port),
+    argv = [*_py_main("ivrbot_sidecars.vosk_server"), "--host", "127.0.0.1", "--port", str(port),
             "--model", str(vosk_model_path()), "--workers", "1"]
     return SidecarProcess("vosk", argv, port, log_dir)
 
 
 def piper_process(log_dir: Path, port: int | None = None) -> SidecarProcess:
     port = port or free_port()
-    argv = [*_py_main("ivrbot.sidecars.piper_server"), "--host", "127.0.0.1", "--port", str(port),
+    argv = [*_py_main("ivrbot_sidecars.piper_server"), "--host", "127.0.0.1", "--port", str(port),
             "--voice", str(piper_voice_path()), "--workers", "1", "--frame-ms", "40"]
     return SidecarProcess("piper", argv, port, log_dir)
 

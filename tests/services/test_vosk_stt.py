@@ -21,7 +21,7 @@ from pipecat.frames.frames import (
 from sidecar_procs import SidecarProcess, vosk_process
 
 from ivrbot.services.vosk_stt import VoskSTTService
-from ivrbot.speech_samples import caller_speech, silence
+from ivrbot_tools.speech_samples import caller_speech, silence
 
 pytestmark = pytest.mark.slow
 

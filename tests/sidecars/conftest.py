@@ -19,9 +19,9 @@ from typing import Any, Protocol
 
 import pytest
 
-from ivrbot.sidecars.models import piper_voice_path, vosk_model_path
-from ivrbot.sidecars.piper_server import PiperServer
-from ivrbot.sidecars.vosk_server import VoskServer
+from ivrbot_sidecars.models import piper_voice_path, vosk_model_path
+from ivrbot_sidecars.piper_server import PiperServer
+from ivrbot_sidecars.vosk_server import VoskServer
 
 
 class _Server(Protocol):
@@ -138,7 +138,7 @@ def stop_server(proc: subprocess.Popen[bytes]) -> None:
 def piper_process(tmp_path: Path) -> Iterator[tuple[str, int]]:
     """A Piper server in its own process, so its memory can be measured: (url, pid)."""
     port = free_port()
-    proc = spawn_server("ivrbot.sidecars.piper_server", port, tmp_path / "piper.log",
+    proc = spawn_server("ivrbot_sidecars.piper_server", port, tmp_path / "piper.log",
                         "--voice", str(piper_voice_path()), "--workers", "1")
     try:
         yield f"ws://127.0.0.1:{port}", proc.pid
@@ -150,7 +150,7 @@ def piper_process(tmp_path: Path) -> Iterator[tuple[str, int]]:
 def vosk_process(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """A Vosk server in its own process, as in a pod: a Kaldi abort kills it, not the test run."""
     port = free_port()
-    proc = spawn_server("ivrbot.sidecars.vosk_server", port, tmp_path / "vosk.log",
+    proc = spawn_server("ivrbot_sidecars.vosk_server", port, tmp_path / "vosk.log",
                         "--model", str(vosk_model_path()), "--sample-rate", "16000", "--workers", "2")
     try:
         yield f"ws://127.0.0.1:{port}", proc

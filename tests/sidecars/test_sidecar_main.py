@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from websockets.asyncio.client import connect
 
-from ivrbot.sidecars.models import piper_voice_path, vosk_model_path
+from ivrbot_sidecars.models import piper_voice_path, vosk_model_path
 
 
 def free_port() -> int:
@@ -54,7 +54,7 @@ def stop(proc: subprocess.Popen[str]) -> int:
 @pytest.mark.slow
 async def test_vosk_server_main_serves_and_stops_on_sigterm() -> None:
     port = free_port()
-    proc = spawn("ivrbot.sidecars.vosk_server", "--port", str(port), "--model", str(vosk_model_path()))
+    proc = spawn("ivrbot_sidecars.vosk_server", "--port", str(port), "--model", str(vosk_model_path()))
     try:
         await asyncio.to_thread(wait_listening, proc, port)
         async with connect(f"ws://127.0.0.1:{port}") as ws:
@@ -72,7 +72,7 @@ async def test_vosk_server_main_serves_and_stops_on_sigterm() -> None:
 @pytest.mark.slow
 async def test_piper_server_main_serves_and_stops_on_sigterm() -> None:
     port = free_port()
-    proc = spawn("ivrbot.sidecars.piper_server", "--port", str(port), "--voice", str(piper_voice_path()))
+    proc = spawn("ivrbot_sidecars.piper_server", "--port", str(port), "--voice", str(piper_voice_path()))
     try:
         await asyncio.to_thread(wait_listening, proc, port)
         async with connect(f"ws://127.0.0.1:{port}") as ws:
@@ -86,8 +86,8 @@ async def test_piper_server_main_serves_and_stops_on_sigterm() -> None:
 
 
 @pytest.mark.parametrize(("module", "flag", "server"), [
-    ("ivrbot.sidecars.vosk_server", "--model", "vosk-server"),
-    ("ivrbot.sidecars.piper_server", "--voice", "piper-server"),
+    ("ivrbot_sidecars.vosk_server", "--model", "vosk-server"),
+    ("ivrbot_sidecars.piper_server", "--voice", "piper-server"),
 ])
 def test_missing_model_is_one_clear_line_naming_server_and_path(
     tmp_path: Path, module: str, flag: str, server: str
@@ -107,7 +107,7 @@ def test_port_taken_is_one_clear_line(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        proc = spawn("ivrbot.sidecars.piper_server", "--port", str(port), "--voice", str(piper_voice_path()))
+        proc = spawn("ivrbot_sidecars.piper_server", "--port", str(port), "--voice", str(piper_voice_path()))
         _, err = proc.communicate(timeout=120)
     assert proc.returncode == 1
     assert err.splitlines()[-1].startswith(f"error: piper-server: cannot listen on 127.0.0.1:{port}")

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ivrbot.sidecars import piper_server as piper
-from ivrbot.sidecars import vosk_server as vosk
-from ivrbot.sidecars.text_segments import speakable, split_phonemes, split_segments
+from ivrbot_sidecars import piper_protocol as piper
+from ivrbot_sidecars import vosk_server as vosk
+from ivrbot_sidecars.text_segments import speakable, split_phonemes, split_segments
 
 DEFAULT = vosk.RecognizerConfig()
 
@@ -88,7 +88,7 @@ def test_piper_frames_cover_the_audio_in_order() -> None:
     assert b"".join(frames) == pcm and all(len(f) <= 4410 for f in frames)
 
 
-# --- Piper: cutting run-on text into bounded segments (issue 10, item 7) ---------------------------
+# --- Piper: cutting run-on text into bounded segments ----------------------------------------------
 
 _PAUSE = ",;:，；：、"
 _CLOSERS = "\"'”’)]"
@@ -197,7 +197,7 @@ def test_piper_control_characters_become_spaces() -> None:
     assert speakable("a\x00b\x07c\x7fd\te\nf\rg") == "a b c d\te\nf\rg"
 
 
-# --- Both servers: lone surrogates, deep nesting, huge numbers (issue 10, items 8 and 11) ----------
+# --- Both servers: lone surrogates, deep nesting, huge numbers --------------------------------------
 
 @pytest.mark.parametrize("frame", [
     '{"type":"speak","id":"\\ud800","text":"hi"}',

@@ -16,8 +16,8 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 
-from ivrbot.sidecars.vosk_server import VoskServer
-from ivrbot.speech_samples import caller_speech, silence
+from ivrbot_sidecars.vosk_server import VoskServer
+from ivrbot_tools.speech_samples import caller_speech, silence
 
 pytestmark = pytest.mark.slow
 
@@ -198,7 +198,7 @@ async def test_an_odd_length_frame_keeps_sample_alignment(vosk_url: str) -> None
 async def test_a_config_kaldi_cannot_take_is_refused_while_other_calls_go_on(
     vosk_process: tuple[str, subprocess.Popen[bytes]],
 ) -> None:
-    """Issue 10: ``sample_rate: 7999.5`` aborted the whole server, and ASR with it, for every live call."""
+    """``sample_rate: 7999.5`` once aborted the whole server, and ASR with it, for every live call."""
     url, proc = vosk_process
     pcm = speech(HELLO)
     half = len(pcm) // 2 // CHUNK * CHUNK

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from ivrbot.sidecars import models
-from ivrbot.sidecars.llama import LlamaServer, LlamaServerConfig, chat_once
-from ivrbot.sidecars.process import SidecarError
+from ivrbot_sidecars import models
+from ivrbot_sidecars.llama import LlamaServer, LlamaServerConfig, chat_once
+from ivrbot_sidecars.process import SidecarError
 
 pytestmark = pytest.mark.slow
 

@@ -12,7 +12,7 @@ import time
 import psutil
 import pytest
 
-from ivrbot.local import free_port
+from ivrbot_tools.local import free_port
 
 pytestmark = pytest.mark.slow
 

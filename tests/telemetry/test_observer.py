@@ -67,7 +67,7 @@ async def test_observer_marks_stages_and_pipecat_spans_join_the_call(
         idle_timeout_secs=None,
         clock=clock,
         observers=[CallTraceObserver(ct, clock)],
-        **worker_tracing_kwargs(ct, tracing_enabled=global_tracing.enabled),
+        **worker_tracing_kwargs(call_id, tracing_enabled=global_tracing.enabled),
     )
     started = asyncio.Event()
 

@@ -16,6 +16,7 @@ from ivrbot.sip.config import UaConfig
 from ivrbot.sip.dialog import Dialog, new_branch, parse_target
 from ivrbot.sip.events import (
     Accept,
+    Addr,
     CallEnded,
     CallEstablished,
     CallInfo,
@@ -33,7 +34,6 @@ from ivrbot.sip.validation import RequestIdentity
 
 log = get_logger(__name__)
 
-Addr = tuple[str, int]
 
 _SDP_ACCEPTED = ("application/sdp", "application/*", "*/*")
 

@@ -10,10 +10,9 @@ import secrets
 from dataclasses import dataclass, field
 
 from ivrbot.sip.address import NameAddress, SipUri, ip_literal, parse_name_addr, parse_uri
+from ivrbot.sip.events import Addr
 from ivrbot.sip.message import SipParseError, SipRequest
 from ivrbot.sip.validation import RequestIdentity
-
-Addr = tuple[str, int]
 
 
 def new_tag() -> str:

@@ -10,10 +10,8 @@ from collections.abc import Iterable
 from typing import TypedDict, Unpack
 
 from ivrbot.sip.address import Via, ip_literal, parse_name_addr, parse_via
-from ivrbot.sip.events import Reject
+from ivrbot.sip.events import Addr, Reject
 from ivrbot.sip.message import SipParseError, SipRequest, SipResponse
-
-Addr = tuple[str, int]
 
 ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, NOTIFY, INFO"
 ACCEPT = "application/sdp"

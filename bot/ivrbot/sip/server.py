@@ -18,6 +18,7 @@ from ivrbot.logs import get_logger
 from ivrbot.sdp import SdpOffer
 from ivrbot.sip.events import (
     Accept,
+    Addr,
     CallEnded,
     CallEstablished,
     CallInfo,
@@ -33,7 +34,6 @@ from ivrbot.sip.useragent import SipStats, UaConfig, UserAgent
 
 log = get_logger(__name__)
 
-Addr = tuple[str, int]
 
 
 class CallApplication(Protocol):

@@ -15,12 +15,12 @@ from ivrbot.sip import states
 from ivrbot.sip.address import parse_via
 from ivrbot.sip.config import SipStats, UaConfig
 from ivrbot.sip.config import SipTimers as SipTimers
+from ivrbot.sip.events import Addr
 from ivrbot.sip.message import SipParseError, SipRequest, SipResponse
 from ivrbot.sip.responses import ResponseOptions, build_response
 from ivrbot.sip.states import ClientEvent, ClientState, IstEvent, IstState
 from ivrbot.sip.validation import RequestIdentity
 
-Addr = tuple[str, int]
 TxnKey = tuple[str, ...]
 
 MAGIC_COOKIE = "z9hG4bK"

@@ -20,7 +20,7 @@ from ivrbot.sip.config import DROP_REASONS as DROP_REASONS
 from ivrbot.sip.config import SipStats as SipStats
 from ivrbot.sip.config import UaConfig as UaConfig
 from ivrbot.sip.dialog import Dialog, new_tag
-from ivrbot.sip.events import CallInfo, Decision, IncomingCall, Reject
+from ivrbot.sip.events import Addr, CallInfo, Decision, IncomingCall, Reject
 from ivrbot.sip.message import SipParseError, SipRequest, SipResponse, is_keepalive, parse_message
 from ivrbot.sip.responses import refusal
 from ivrbot.sip.states import CallEvent, CallState, IstEvent, IstState
@@ -29,7 +29,6 @@ from ivrbot.sip.validation import KNOWN_METHODS, URI_SCHEMES, RequestIdentity, a
 
 log = get_logger(__name__)
 
-Addr = tuple[str, int]
 
 _NO_DIALOG_METHODS = {"BYE", "NOTIFY", "INFO", "UPDATE", "PRACK"}
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -376,7 +376,3 @@ class CallTrace:
     @property
     def ended(self) -> bool:
         return self._ended
-
-    def attributes(self) -> Mapping[str, AttrValue]:
-        """Attributes Pipecat's conversation span should carry so it is found by the same Call-ID."""
-        return {"sip.call_id": self.call_id}

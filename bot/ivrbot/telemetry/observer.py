@@ -14,8 +14,9 @@ through ``CallTrace.mark_first_packet_sent``.
 
 Coexistence with Pipecat's tracing: Pipecat's ``conversation`` span is started without an
 explicit parent, so when the worker runs in ``CallTrace.create_task`` it becomes a child of
-``call``; ``worker_tracing_kwargs`` gives it the Call-ID. Its turn/stt/llm/tts spans (service
-details, TTFB, model) then sit in the same trace as ours (stage latencies, budgets, SIP, RTP).
+``call``; ``worker_tracing_kwargs`` gives it the Call-ID (``conversation.id`` and ``sip.call_id``).
+Its turn/stt/llm/tts spans (service details, TTFB, model) then sit in the same trace as ours
+(stage latencies, budgets, SIP, RTP).
 """
 
 from __future__ import annotations
@@ -92,16 +93,14 @@ class CallTraceObserver(BaseObserver):
             ct.bot_started_speaking(t)
 
 
-def worker_tracing_kwargs(call_trace: CallTrace, *, tracing_enabled: bool) -> dict[str, Any]:
-    """Keyword arguments for ``PipelineWorker`` tying Pipecat's spans to the call.
+def worker_tracing_kwargs(call_id: str, *, tracing_enabled: bool) -> dict[str, Any]:
+    """Keyword arguments for ``PipelineWorker`` tying Pipecat's spans to the call (``CallAssistant`` uses them).
 
-    ``PipelineWorker(pipeline, params=..., observers=[CallTraceObserver(ct, clock)], clock=clock,
-    **worker_tracing_kwargs(ct, tracing_enabled=tracing.enabled))``, run inside
-    ``ct.create_task(...)``.
+    Run the worker inside ``CallTrace.create_task(...)`` so its ``conversation`` span is a child of ``call``.
     """
     return {
         "enable_tracing": tracing_enabled,
         "enable_turn_tracking": True,
-        "conversation_id": call_trace.call_id,
-        "additional_span_attributes": dict(call_trace.attributes()),
+        "conversation_id": call_id or None,
+        "additional_span_attributes": {"sip.call_id": call_id} if call_id else {},
     }

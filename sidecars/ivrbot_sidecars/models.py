@@ -11,7 +11,7 @@ import importlib.util
 import os
 from pathlib import Path
 
-from ivrbot.sidecars.process import SidecarError
+from ivrbot_sidecars.process import SidecarError
 
 
 class ModelNotFoundError(SidecarError):

@@ -1,4 +1,4 @@
-"""A real SIP/RTP caller (UAC) for the demo, the benchmark and end-to-end tests.
+"""The caller's call: one SIP dialog and its RTP stream, driven like a phone.
 
 It behaves like a phone behind a proxy: INVITE with an SDP offer (PCMU + telephone-event), ACK,
 a continuous 20 ms RTP stream (speech when there is some, PCMU silence otherwise), RFC 4733 key
@@ -9,66 +9,37 @@ hears is kept with arrival times so latency is measured where the caller is.
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
 import random
 import time
 import uuid
-from dataclasses import dataclass, field
 
 import numpy as np
 
 from ivrbot.audio.g711 import pcm_to_ulaw, ulaw_to_pcm
-from ivrbot.rtp.dtmf import key_press_payloads
-from ivrbot.rtp.packet import RtpPacket, RtpParseError, parse_rtp
-from ivrbot.sdp import parse_sdp
-from ivrbot.sip.message import SipParseError, SipRequest, SipResponse, parse_message
+from ivrbot_tools.caller.record import CallRecord, HeardPacket
+from ivrbot_tools.caller.wire import (
+    RtpParseError,
+    SipMessage,
+    SipParseError,
+    key_press,
+    pack_rtp,
+    parse_rtp,
+    parse_sip,
+    request,
+    response_to,
+    sdp_audio_target,
+    tag_of,
+    uri_of,
+)
 
 FRAME_SAMPLES = 160  # 20 ms at 8 kHz
 SILENCE_ULAW = b"\xff" * FRAME_SAMPLES
 DTMF_PT = 101
-#: mean absolute amplitude above which a received frame counts as speech (PCMU silence decodes to 0)
-AUDIBLE_LEVEL = 150.0
 
 
 class CallFailed(RuntimeError):
     """The call could not be set up; the message has the final SIP status."""
-
-
-@dataclass
-class HeardPacket:
-    arrival: float
-    sequence: int
-    timestamp: int
-    payload_type: int
-    marker: bool
-    level: float
-
-
-@dataclass
-class CallRecord:
-    call_id: str
-    status: int = 0
-    heard: list[HeardPacket] = field(default_factory=list)
-    pcm: bytearray = field(default_factory=bytearray)
-    bye_from_bot: bool = False
-    refer_to: str | None = None
-    requests_from_bot: list[str] = field(default_factory=list)
-    speech_sent_until: float | None = None
-    #: arrival times of the audible packets, in order (the wait loops poll it: no rescans of `heard`)
-    audible: list[float] = field(default_factory=list)
-
-    def add(self, packet: HeardPacket) -> None:
-        self.heard.append(packet)
-        if packet.level >= AUDIBLE_LEVEL:
-            self.audible.append(packet.arrival)
-
-    def first_audible_after(self, t: float) -> float | None:
-        i = bisect.bisect_left(self.audible, t)
-        return self.audible[i] if i < len(self.audible) else None
-
-    def audible_seconds(self, since: float = 0.0) -> float:
-        return 0.02 * (len(self.audible) - bisect.bisect_left(self.audible, since))
 
 
 class _Udp(asyncio.DatagramProtocol):
@@ -118,7 +89,7 @@ class SipCaller:
         self._ts = random.randrange(0, 0xFFFFFFFF)
         self._ssrc = random.randrange(1, 0xFFFFFFFF)
         self._tasks: list[asyncio.Task[None]] = []
-        self._responses: asyncio.Queue[SipResponse] = asyncio.Queue()
+        self._responses: asyncio.Queue[SipMessage] = asyncio.Queue()
         self.ended = asyncio.Event()
         self._talking = False
         self._dtmf: asyncio.Queue[str] = asyncio.Queue()
@@ -247,14 +218,11 @@ class SipCaller:
         body: bytes = b"",
         uri: str | None = None,
         extra: list[tuple[str, str]] | None = None,
-    ) -> SipRequest:
-        req = SipRequest(method=method, uri=uri or self._remote_target)
-        for k, v in self._base_headers(method, cseq, branch) + (extra or []):
-            req.headers.add(k, v)
+    ) -> SipMessage:
+        headers = self._base_headers(method, cseq, branch) + (extra or [])
         if body:
-            req.headers.add("Content-Type", "application/sdp")
-            req.body = body
-        return req
+            headers.append(("Content-Type", "application/sdp"))
+        return request(method, uri or self._remote_target, headers, body)
 
     async def _invite(self) -> None:
         branch = uuid.uuid4().hex[:16]
@@ -293,26 +261,22 @@ class SipCaller:
             if resp.status < 200:
                 provisional = True
                 continue
-            to = resp.header("To") or ""
-            if ";tag=" in to:
-                self._to_tag = to.split(";tag=", 1)[1].split(";")[0].strip()
+            self._to_tag = tag_of(resp.header("To") or "") or self._to_tag
             if resp.status >= 300:
                 self._send_sip(self._ack_for(resp, branch))
                 self.ended.set()
                 raise CallFailed(f"call refused: {resp.status} {resp.reason}")
             self._route = list(reversed(resp.header_all("Record-Route")))
-            contact = resp.header("Contact") or ""
-            if "<" in contact:
-                self._remote_target = contact.split("<", 1)[1].split(">", 1)[0]
-            sdp = parse_sdp(resp.body.decode())
-            audio = next(m for m in sdp.media if m.media == "audio")
-            self._rtp_remote = (audio.connection or sdp.connection or self.target[0], audio.port)
+            contact = resp.header("Contact")
+            if contact:
+                self._remote_target = uri_of(contact)
+            self._rtp_remote = sdp_audio_target(resp.body, self.target[0])
             self._answered_at = time.monotonic()
             self._send_sip(self._ack_for(resp, branch))
             self._invite_2xx_ack = self._ack_for(resp, branch)
             return
 
-    def _ack_for(self, resp: SipResponse, invite_branch: str) -> bytes:
+    def _ack_for(self, resp: SipMessage, invite_branch: str) -> bytes:
         if resp.status >= 300:  # ACK for a failure is part of the INVITE transaction: same branch
             ack = self._build(
                 "ACK", self._cseq, invite_branch, uri=f"sip:{self.to_user}@{self.target[0]}:{self.target[1]}"
@@ -321,7 +285,7 @@ class SipCaller:
             ack = self._build("ACK", self._cseq, uuid.uuid4().hex[:16])
         return ack.to_bytes()
 
-    async def _request(self, method: str) -> SipResponse | None:
+    async def _request(self, method: str) -> SipMessage | None:
         self._cseq += 1
         req = self._build(method, self._cseq, uuid.uuid4().hex[:16]).to_bytes()
         for attempt in range(7):
@@ -337,27 +301,20 @@ class SipCaller:
         return None
 
     def _respond(
-        self, req: SipRequest, status: int, reason: str, extra: list[tuple[str, str]] | None = None, body: bytes = b""
+        self, req: SipMessage, status: int, reason: str, extra: list[tuple[str, str]] | None = None, body: bytes = b""
     ) -> None:
-        resp = SipResponse(status=status, reason=reason)
-        for name in ("Via", "From", "To", "Call-ID", "CSeq"):
-            for v in req.header_all(name):
-                resp.headers.add(name, v)
-        for k, v in extra or []:
-            resp.headers.add(k, v)
         if body:
-            resp.headers.add("Content-Type", "application/sdp")
-            resp.body = body
-        self._send_sip(resp.to_bytes())
+            extra = [*(extra or []), ("Content-Type", "application/sdp")]
+        self._send_sip(response_to(req, status, reason, extra, body).to_bytes())
 
     async def _sip_loop(self) -> None:
         while True:
             data, _ = await self._sip.queue.get()
             try:
-                msg = parse_message(data)
+                msg = parse_sip(data)
             except SipParseError:
                 continue
-            if isinstance(msg, SipResponse):
+            if msg.is_response:
                 if msg.status >= 200 and "INVITE" in (msg.header("CSeq") or "") and self._to_tag and self.record.status:
                     # a retransmitted 200 OK: our ACK was lost
                     if self._invite_2xx_ack:
@@ -399,11 +356,9 @@ class SipCaller:
     def _send_rtp(self, pt: int, payload: bytes, marker: bool, ts: int) -> None:
         if self._rtp.transport is None or self._rtp_remote is None:
             return
-        pkt = RtpPacket(
-            payload_type=pt, sequence=self._seq, timestamp=ts, ssrc=self._ssrc, payload=payload, marker=marker
-        )
+        packet = pack_rtp(pt, self._seq, ts, self._ssrc, payload, marker)
         self._seq = (self._seq + 1) & 0xFFFF
-        self._rtp.transport.sendto(pkt.to_bytes(), self._rtp_remote)
+        self._rtp.transport.sendto(packet, self._rtp_remote)
 
     async def _rtp_tx_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -413,7 +368,7 @@ class SipCaller:
             if not self._dtmf.empty():
                 key = self._dtmf.get_nowait()
                 ts = self._ts
-                for marker, payload in key_press_payloads(key, packets=5, samples_per_packet=FRAME_SAMPLES):
+                for marker, payload in key_press(key, packets=5, samples_per_packet=FRAME_SAMPLES):
                     self._send_rtp(DTMF_PT, payload, marker=marker, ts=ts)
                     next_t = max(next_t, loop.time()) + 0.02
                     await asyncio.sleep(max(0.0, next_t - loop.time()))

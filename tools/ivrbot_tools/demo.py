@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from ivrbot.caller import SipCaller
-from ivrbot.local import LocalBot, LocalBotConfig, wait_for_event
+from ivrbot_tools.caller import SipCaller
+from ivrbot_tools.local import LocalBot, LocalBotConfig, wait_for_event
 
 DEFAULT_QUESTION = "안녕하세요 영업 시간이 어떻게 되나요"  # "Hello, what are your opening hours?"
 DEFAULT_GREETING = "Hello, you are talking to the demo assistant. How can I help?"
@@ -77,7 +77,7 @@ async def ask_one_question(
 
 
 async def run_demo(question: str, out_dir: Path, greeting: str) -> int:
-    from ivrbot.speech_samples import caller_speech
+    from ivrbot_tools.speech_samples import caller_speech
 
     say("ivrbot demo: one real SIP/RTP call through Vosk -> llama.cpp -> Piper")
     say("[1/4] making the caller's question with espeak-ng ...")

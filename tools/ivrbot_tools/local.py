@@ -17,8 +17,8 @@ from typing import Any
 
 import aiohttp
 
-from ivrbot.sidecars.process import ManagedProcess, SidecarError
-from ivrbot.stack import Stack, StackConfig
+from ivrbot_sidecars.process import ManagedProcess, SidecarError
+from ivrbot_tools.stack import Stack, StackConfig
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:

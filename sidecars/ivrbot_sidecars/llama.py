@@ -13,15 +13,15 @@ from pathlib import Path
 
 import aiohttp
 
-from ivrbot.sidecars.models import llama_server_bin
-from ivrbot.sidecars.process import ManagedProcess, SidecarError
+from ivrbot_sidecars.models import llama_server_bin
+from ivrbot_sidecars.process import ManagedProcess, SidecarError
 
 
 @dataclass
 class LlamaServerConfig:
     model: Path
     host: str = "127.0.0.1"
-    port: int = 8080
+    port: int = 8080  #: where `ivrbot serve` looks for it by default (pinned to AssistantSettings.llama_url)
     ctx_size: int = 4096
     parallel: int = 4
     threads: int | None = None

@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import IO
 
-from ivrbot.logs import get_logger
+from ivrbot_sidecars.logs import get_logger
 
 log = get_logger(__name__)
 

@@ -8,8 +8,8 @@ import sys
 from collections.abc import Callable
 from typing import Protocol
 
-from ivrbot.logs import get_logger
-from ivrbot.sidecars.process import SidecarError
+from ivrbot_sidecars.logs import get_logger
+from ivrbot_sidecars.process import SidecarError
 
 log = get_logger(__name__)
 

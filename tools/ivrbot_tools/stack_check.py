@@ -7,8 +7,8 @@ import time
 
 import websockets
 
-from ivrbot.sidecars.llama import chat_once
-from ivrbot.stack import StackConfig
+from ivrbot_sidecars.llama import chat_once
+from ivrbot_tools.stack import StackConfig
 
 SAMPLE_KO = "안녕하세요 예약을 하고 싶습니다"
 SAMPLE_EN = "Hello! Thank you for calling. How can I help you today?"
@@ -45,7 +45,7 @@ async def synthesize(url: str, text: str) -> tuple[int, int, float]:
 
 
 async def check_stack(config: StackConfig) -> int:
-    from ivrbot.speech_samples import caller_speech
+    from ivrbot_tools.speech_samples import caller_speech
 
     pcm = caller_speech(SAMPLE_KO, voice="ko", sample_rate=16000)
     t0 = time.perf_counter()

