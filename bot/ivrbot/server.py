@@ -35,7 +35,8 @@ from ivrbot.rtp.ports import PortLease, PortPool, PortsExhausted
 from ivrbot.rtp.session import MediaDirection, RtpSession
 from ivrbot.sdp import SdpOffer, build_answer
 from ivrbot.services.llama_llm import LlamaLLMService
-from ivrbot.sip.events import Accept, CallInfo, Reject
+from ivrbot.sip.call import Answer, SipCall
+from ivrbot.sip.events import Accept, Reject
 from ivrbot.sip.server import SipServer
 from ivrbot.telemetry.budget import LatencyBudget
 from ivrbot.telemetry.calls import CallTrace
@@ -65,23 +66,25 @@ def default_advertised_address() -> str:
 class SipCallControl:
     """What a call's assistant may do to its own call, carried out on the SIP side."""
 
-    def __init__(self, sip: SipServer, call_id: str) -> None:
-        self._sip = sip
-        self._call_id = call_id
+    def __init__(self, call: SipCall) -> None:
+        self._call = call
 
     async def hangup(self, reason: str) -> None:
-        await self._sip.hangup(self._call_id)
+        await self._call.hangup()
 
     async def transfer(self, target_uri: str) -> bool:
-        ok = await self._sip.transfer(self._call_id, target_uri)
+        ok = await self._call.transfer(target_uri)
         if ok:  # RFC 5589: the transferor leaves once the transfer succeeded
-            await self._sip.hangup(self._call_id)
+            await self._call.hangup()
         return ok
 
 
-@dataclass
+@dataclass(eq=False)
 class ActiveCall:
-    info: CallInfo
+    """One admitted call: its SIP handle, media, pipeline and trace; the SIP shell's handler of its events."""
+
+    manager: CallManager
+    sip: SipCall
     session: RtpSession
     transport: OpenSIPSTransport
     trace: CallTrace
@@ -93,6 +96,24 @@ class ActiveCall:
     answer_version: int = 1
     session_id: int = field(default_factory=lambda: random.randrange(1, 2**31))
     started: float = field(default_factory=time.monotonic)
+
+    @property
+    def call_id(self) -> str:
+        return self.sip.call_id
+
+    async def on_answered(self) -> None:
+        await self.manager.answered(self)
+
+    async def on_established(self) -> None:
+        self.trace.sip_event("ack")
+        info = self.sip.info
+        await self.transport.participant_joined({"from": info.from_uri, "to": info.to_uri})
+
+    async def on_reinvite(self, offer: SdpOffer) -> Accept | Reject:
+        return self.manager.reinvite(self, offer)
+
+    async def on_ended(self, reason: str) -> None:
+        await self.manager.ended(self, reason)
 
 
 class CallManager:
@@ -107,17 +128,17 @@ class CallManager:
         self.budget = LatencyBudget.from_env()
         self.ports = PortPool(config.rtp_port_min, config.rtp_port_max, host=config.sip_host)
         self.advertised = config.advertised_address or default_advertised_address()
-        self.calls: dict[str, ActiveCall] = {}
+        #: calls whose media is up and whose end has not been handled yet
+        self.calls: set[ActiveCall] = set()
         #: INVITEs admitted whose media and pipeline are still being set up (not yet in `calls`)
         self._setting_up = 0
-        self.sip: SipServer | None = None
         #: set when no call is up and none is still being torn down
         self.idle = asyncio.Event()
         self.idle.set()
         self._ending = 0
 
     # -- SIP application ------------------------------------------------------------------------
-    async def on_invite(self, call: CallInfo, offer: SdpOffer) -> Accept | Reject:
+    async def on_invite(self, call: SipCall, offer: SdpOffer) -> Answer | Reject:
         clog = log.bind(call_id=call.call_id)
         # Calls still being set up count too: INVITEs arrive concurrently and set-up awaits.
         if len(self.calls) + self._setting_up >= self.config.max_calls:
@@ -138,7 +159,7 @@ class CallManager:
         except BaseException as exc:
             # Nothing of a call that could not be answered may outlive the refusal (or a shutdown).
             if active is not None:
-                self.calls.pop(call.call_id, None)
+                self.calls.discard(active)
                 await self._stop_call(active)
                 active.trace.end("setup_failed")
                 if not self.calls:
@@ -151,44 +172,31 @@ class CallManager:
             return Reject(500, "Server Internal Error", retry_after=BUSY_RETRY_AFTER)
         finally:
             self._setting_up -= 1
-        return Accept(answer)
+        return Answer(answer, active)
 
-    async def on_answered(self, call: CallInfo) -> None:
-        """The 200 OK went out (a call cancelled while being set up never gets here)."""
-        active = self.calls.get(call.call_id)
-        if active is None:
-            return
+    async def answered(self, active: ActiveCall) -> None:
         active.answered = True
         self.metrics.call_answered()
         active.trace.answered()
         log.info(
-            "call answered", call_id=call.call_id, remote=call.remote_addr, rtp_port=active.session.local_port,
-            calls=len(self.calls),
+            "call answered", call_id=active.call_id, remote=active.sip.info.remote_addr,
+            rtp_port=active.session.local_port, calls=len(self.calls),
         )
 
-    async def on_established(self, call: CallInfo) -> None:
-        active = self.calls.get(call.call_id)
-        if active is not None:
-            active.trace.sip_event("ack")
-            await active.transport.participant_joined({"from": call.from_uri, "to": call.to_uri})
-
-    async def on_reinvite(self, call: CallInfo, offer: SdpOffer) -> Accept | Reject:
-        active = self.calls.get(call.call_id)
-        if active is None:
-            return Reject(481, "Call/Transaction Does Not Exist")
+    def reinvite(self, active: ActiveCall, offer: SdpOffer) -> Accept | Reject:
         m = offer.media
         remote = None if m.on_hold else (m.remote_address, m.remote_port)
         active.session.update_remote(remote, MediaDirection(m.direction))
         active.answer_version += 1
         active.trace.sip_event("reinvite", direction=m.direction)
-        log.info("call media updated", call_id=call.call_id, remote=remote, direction=m.direction)
+        log.info("call media updated", call_id=active.call_id, remote=remote, direction=m.direction)
         return Accept(self._answer(active, offer))
 
-    async def on_ended(self, call: CallInfo, reason: str) -> None:
-        active = self.calls.pop(call.call_id, None)
-        if active is None:
+    async def ended(self, active: ActiveCall, reason: str) -> None:
+        if active not in self.calls:
             return
-        clog = log.bind(call_id=call.call_id)
+        self.calls.discard(active)
+        clog = log.bind(call_id=active.call_id)
         self._ending += 1
         try:
             with contextlib.suppress(Exception):
@@ -219,14 +227,15 @@ class CallManager:
             allow_loopback=bool(self.config.advertised_address),
         )
 
-    async def _start_call(self, call: CallInfo, offer: SdpOffer, lease: PortLease) -> ActiveCall:
+    async def _start_call(self, call: SipCall, offer: SdpOffer, lease: PortLease) -> ActiveCall:
         m = offer.media
+        info = call.info
         trace = CallTrace(
             call.call_id,
             tracer=self.tracing.tracer(),
-            from_uri=call.from_uri,
-            to_uri=call.to_uri,
-            remote=call.remote_addr,
+            from_uri=info.from_uri,
+            to_uri=info.to_uri,
+            remote=info.remote_addr,
             metrics=self.metrics,
             budget=self.budget,
         )
@@ -240,8 +249,7 @@ class CallManager:
             ptime_ms=m.ptime,
         )
         transport = OpenSIPSTransport(session, call.call_id)
-        active = ActiveCall(call, session, transport, trace)
-
+        active = ActiveCall(self, call, session, transport, trace)
         async def _rtp_started(_t: Any, _call_id: str) -> None:
             trace.rtp_started(local_port=session.local_port, remote=session.remote)
 
@@ -265,17 +273,16 @@ class CallManager:
         try:
             return await self._start_pipeline(call, active, trace)
         except Exception:
-            self.metrics.retire_rtp_session(call.call_id)
+            self.metrics.retire_rtp_session(session)
             await session.stop()  # closes the sockets and returns the ports
             trace.end("setup_failed")
             raise
 
-    async def _start_pipeline(self, call: CallInfo, active: ActiveCall, trace: CallTrace) -> ActiveCall:
+    async def _start_pipeline(self, call: SipCall, active: ActiveCall, trace: CallTrace) -> ActiveCall:
         session, transport = active.session, active.transport
-        self.metrics.watch_rtp_session(call.call_id, lambda: session.counters)
+        self.metrics.watch_rtp_session(session, lambda: session.counters)
         clock = BotClock()  # frame timestamps on time.monotonic(), so stages are timed at the push
         observer = CallTraceObserver(trace, clock)
-        assert self.sip is not None
         if self.config.echo:
             worker = build_echo_worker(transport)
             active.stop_worker = worker.cancel
@@ -284,7 +291,7 @@ class CallManager:
             assistant = CallAssistant(
                 transport,
                 self.settings,
-                SipCallControl(self.sip, call.call_id),
+                SipCallControl(call),
                 call_id=call.call_id,
                 apology=self.apology,
                 enable_tracing=self.tracing.enabled,
@@ -294,9 +301,9 @@ class CallManager:
             active.assistant = assistant
             active.stop_worker = assistant.worker.cancel
             run = assistant.run()
-        self.calls[call.call_id] = active
+        self.calls.add(active)
         self.idle.clear()
-        active.task = trace.create_task(self._guard(call.call_id, run), name=f"call-{call.call_id}")
+        active.task = trace.create_task(self._guard(active, run), name=f"call-{call.call_id}")
         return active
 
     @staticmethod
@@ -307,7 +314,7 @@ class CallManager:
         await runner.add_workers(worker)
         await runner.run()
 
-    async def _guard(self, call_id: str, run: Any) -> None:
+    async def _guard(self, active: ActiveCall, run: Any) -> None:
         """A pipeline that crashes or stops on its own ends its call (BYE), never the process or other calls.
 
         Pipecat ends `run()` without raising on a fatal error or a set-up timeout; a call left up then
@@ -318,10 +325,10 @@ class CallManager:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.exception("call pipeline failed", call_id=call_id, error=str(exc))
-        if call_id in self.calls and self.sip is not None:
-            log.warning("call pipeline ended while the call is up; hanging up", call_id=call_id)
-            await self.sip.hangup(call_id)
+            log.exception("call pipeline failed", call_id=active.call_id, error=str(exc))
+        if active in self.calls:
+            log.warning("call pipeline ended while the call is up; hanging up", call_id=active.call_id)
+            await active.sip.hangup()
 
     async def _stop_call(self, active: ActiveCall) -> None:
         try:
@@ -334,13 +341,11 @@ class CallManager:
             if active.task is not None:
                 active.task.cancel()
                 await asyncio.wait([active.task])
-            self.metrics.retire_rtp_session(active.info.call_id)
+            self.metrics.retire_rtp_session(active.session)
             await active.session.stop()
 
     async def hangup_all(self) -> None:
-        if self.sip is None:
-            return
-        await asyncio.gather(*(self.sip.hangup(cid) for cid in list(self.calls)), return_exceptions=True)
+        await asyncio.gather(*(active.sip.hangup() for active in list(self.calls)), return_exceptions=True)
 
 
 async def _reachable(url: str) -> bool:
@@ -380,7 +385,6 @@ class BotServer:
             advertised_address=self.calls.advertised,
             trusted_proxies=config.trusted_proxies,
         )
-        self.calls.sip = self.sip
         self.metrics.watch_sip(lambda: self.sip.stats)
         self.metrics.watch_process(lambda: len(asyncio.all_tasks()), lambda: self.calls.ports.in_use)
         self.http = HttpApi(
@@ -468,8 +472,8 @@ class BotServer:
         await self.calls.hangup_all()
         with contextlib.suppress(TimeoutError):  # the SIP layer's on_ended tasks tear the calls down
             await asyncio.wait_for(self.calls.idle.wait(), 10.0)
-        for active in list(self.calls.calls.values()):
-            await self.calls.on_ended(active.info, "shutdown")
+        for active in list(self.calls.calls):
+            await self.calls.ended(active, "shutdown")
         await self.sip.stop()
         await self.http.stop()
         await asyncio.to_thread(self.tracing.shutdown)
