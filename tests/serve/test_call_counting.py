@@ -11,10 +11,11 @@ import random
 from prometheus_client.parser import text_string_to_metric_families
 
 from ivrbot.apology import ApologyAudio
+from ivrbot.call_manager import CallLimits, CallManager
+from ivrbot.call_pipeline import pipeline_factory
 from ivrbot.config import BotConfig
 from ivrbot.metrics import Metrics
 from ivrbot.sdp import parse_offer
-from ivrbot.server import CallManager
 from ivrbot.sip.call import Answer, SipCall
 from ivrbot.sip.events import CallInfo
 from ivrbot.sip.useragent import UaConfig, UserAgent
@@ -48,7 +49,9 @@ async def test_cancelled_call_is_not_counted_as_answered() -> None:
                        rtp_port_max=base + 40, echo=True)
     metrics = Metrics()
     tracing = Tracing(TracingConfig(), None)
-    manager = CallManager(config, metrics=metrics, tracing=tracing, apology=ApologyAudio(b"", 16000, ""))
+    pipelines = pipeline_factory(echo=True, settings=config.assistant_settings(),
+                                 apology=ApologyAudio(b"", 16000, ""), tracing=False)
+    manager = CallManager(CallLimits.from_config(config, "127.0.0.1"), pipelines, metrics=metrics, tracing=tracing)
     offer = parse_offer(OFFER)
 
     try:
