@@ -291,28 +291,31 @@ class CallManager:
         active.task = trace.create_task(self._run(active), name=f"call-{call.call_id}")
         return active
 
-    @staticmethod
-    def _listen(active: ActiveCall) -> None:
-        session, trace = active.session, active.trace
+    def _listen(self, active: ActiveCall) -> None:
+        session, trace, metrics = active.session, active.trace, self.metrics
+        # The first reply packet is timed in the sender's own callback, right after sendto(), not
+        # a task hop later through a transport event.
+        session.listen(spurt_sent=lambda _seq: trace.mark_first_packet_sent())
 
         async def _rtp_started(_t: object, _call_id: str) -> None:
+            metrics.transport_event("rtp_started")
             trace.rtp_started(local_port=session.local_port, remote=session.remote)
 
+        async def _joined(_t: object, _call_id: str, _participant: object) -> None:
+            metrics.transport_event("participant_joined")
+
+        async def _left(_t: object, _call_id: str, _reason: str) -> None:
+            metrics.transport_event("participant_left")
+
         async def _media_error(_t: object, call_id: str, error: str) -> None:
+            metrics.transport_event("error")
             log.warning("media error", call_id=call_id, error=error)
 
-        # The first reply packet is timed in the sender's own callback, right after sendto(), not
-        # a task hop later through the transport's event.
-        transport_hook = session.on_spurt_sent
-
-        def _spurt_sent(seq: int) -> None:
-            trace.mark_first_packet_sent()
-            if transport_hook is not None:
-                transport_hook(seq)
-
-        session.on_spurt_sent = _spurt_sent
-        active.transport.add_event_handler("on_rtp_started", _rtp_started)
-        active.transport.add_event_handler("on_error", _media_error)
+        t = active.transport
+        t.add_event_handler("on_rtp_started", _rtp_started)
+        t.add_event_handler("on_participant_joined", _joined)
+        t.add_event_handler("on_participant_left", _left)
+        t.add_event_handler("on_error", _media_error)
 
     async def _run(self, active: ActiveCall) -> None:
         """A pipeline that crashes or stops on its own ends its call (BYE), never the process or other calls.

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from ivrbot.apology import ApologyAudio
 from ivrbot.call_manager import CallLimits, CallManager
@@ -195,6 +196,11 @@ async def rig() -> AsyncIterator[Rig]:
 
 async def _bye(rig: Rig) -> None:
     tag = await rig.answered_call("c-bye")
+    # The caller talks: one RTP packet to the port of the bot's answer (the only call's session).
+    bot_port = next(iter(rig.manager.calls)).session.local_port
+    assert rig.phone.rtp is not None
+    rig.phone.rtp.sendto(bytes([0x80, 0, 0, 1, 0, 0, 0, 160, 0, 0, 0, 7]) + b"\xff" * 160, ("127.0.0.1", bot_port))
+    await _until(lambda: _transport_events(rig)["rtp_started"] == 1)
     rig.phone.send(request("BYE", call_id="c-bye", cseq=2, branch="z9hG4bKbye", to_tag=tag,
                            via_host=rig.phone.via), rig.to)
     await rig.phone.response(200)
@@ -249,6 +255,15 @@ END_CAUSES = {
 }
 
 
+def _transport_events(rig: Rig) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(rig.manager.metrics.render().decode()):
+        for sample in family.samples:
+            if sample.name == "ivrbot_call_transport_events_total":
+                out[sample.labels["event"]] = sample.value
+    return out
+
+
 @pytest.mark.parametrize("cause", list(END_CAUSES))
 async def test_every_end_returns_ports_and_tasks(rig: Rig, cause: str) -> None:
     baseline = set(asyncio.all_tasks())
@@ -262,6 +277,10 @@ async def test_every_end_returns_ports_and_tasks(rig: Rig, cause: str) -> None:
     assert rig.sip.call(f"c-{cause}") is None
     assert set(asyncio.all_tasks()) <= baseline  # shutdown also ends the SIP shell's timer task
     assert set(asyncio.all_tasks()) == baseline or cause == "shutdown"
+    events = _transport_events(rig)
+    assert events["participant_left"] == 1  # every end, whatever its cause
+    if cause == "bye":  # each of the transport's events has its listener: counted on /metrics
+        assert events == {"participant_joined": 1, "rtp_started": 1, "participant_left": 1, "error": 0}
 
 
 def _handle(call_id: str) -> SipCall:
