@@ -225,7 +225,7 @@ class CallAssistant:
     # running ---------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Run the pipeline until it ends (EndFrame/CancelFrame from the SIP side, or cancel())."""
+        """Run the pipeline until it ends (by itself, or after ``stop()``); a ``CallPipeline``."""
         from pipecat.workers.runner import WorkerRunner
 
         runner = WorkerRunner(handle_sigint=False)
@@ -233,9 +233,16 @@ class CallAssistant:
             await runner.add_workers(self.worker)
             await runner.run()
         finally:
-            await self.stop()
+            await self._stop_helpers()
 
     async def stop(self) -> None:
+        """End the call's pipeline now (safe before ``run()`` and after), and the helper tasks with it."""
+        try:
+            await self.worker.cancel()
+        finally:
+            await self._stop_helpers()
+
+    async def _stop_helpers(self) -> None:
         """Cancel helper tasks (apology, hang-up) this assistant started."""
         tasks = list(self._tasks)
         for t in tasks:

@@ -1,7 +1,8 @@
 """Test-only echo pipeline: the caller hears their own audio back through the full media path.
 
-Used by ``ivrbot serve --echo`` and the media round-trip tests: RTP in -> jitter buffer -> 16 kHz
-input frames -> (this processor turns them into output frames) -> 8 kHz PCMU paced sender.
+Used by ``ivrbot serve --echo`` (as :class:`EchoPipeline`) and the media round-trip tests: RTP in ->
+jitter buffer -> 16 kHz input frames -> (this processor turns them into output frames) -> 8 kHz PCMU
+paced sender.
 """
 
 from __future__ import annotations
@@ -46,3 +47,20 @@ def build_echo_worker(
         idle_timeout_secs=None,
         cancel_on_idle_timeout=False,
     )
+
+
+class EchoPipeline:
+    """The echo as a call pipeline (``ivrbot.call_pipeline.CallPipeline``), for ``ivrbot serve --echo``."""
+
+    def __init__(self, transport: OpenSIPSTransport) -> None:
+        self.worker = build_echo_worker(transport)
+
+    async def run(self) -> None:
+        from pipecat.workers.runner import WorkerRunner
+
+        runner = WorkerRunner(handle_sigint=False)
+        await runner.add_workers(self.worker)
+        await runner.run()
+
+    async def stop(self) -> None:
+        await self.worker.cancel()

@@ -45,6 +45,8 @@ LATENCY_BUCKETS: tuple[float, ...] = (
 )
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+#: label values of ivrbot_call_transport_events_total (the transport's four events)
+TRANSPORT_EVENTS = ("participant_joined", "rtp_started", "participant_left", "error")
 
 
 class RtpCountersLike(Protocol):
@@ -195,6 +197,13 @@ class Metrics:
         self.calls_ended = Counter(
             "ivrbot_calls_ended", "Answered calls that ended, by reason.", ["reason"], registry=r
         )
+        self.transport_events = Counter(
+            "ivrbot_call_transport_events",
+            "Calls' media transport events, by event: participant_joined (ACK), rtp_started (first "
+            "RTP packet from the caller), participant_left (call ended), error (socket or media clock).",
+            ["event"],
+            registry=r,
+        )
         self.stage_latency = Histogram(
             "ivrbot_stage_latency_seconds",
             "Time spent in one stage of a turn (vad_to_stt, stt_to_llm, llm_to_tts, tts_to_rtp).",
@@ -222,6 +231,8 @@ class Metrics:
             ["sidecar"],
             registry=r,
         )
+        for event in TRANSPORT_EVENTS:
+            self.transport_events.labels(event=event)
         for stage in STAGES:  # export zero-valued series so dashboards see every stage from the start
             self.stage_latency.labels(stage=stage)
 
@@ -241,6 +252,10 @@ class Metrics:
         self.calls_ended.labels(reason=reason).inc()
         self._active = max(0, self._active - 1)
         self.calls_active.set(self._active)
+
+    def transport_event(self, event: str) -> None:
+        """One of TRANSPORT_EVENTS; joined minus rtp_started counts answered calls that never got media."""
+        self.transport_events.labels(event=event).inc()
 
     # latency
     def observe_stage(self, stage: str, seconds: float) -> None:

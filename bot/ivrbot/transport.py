@@ -10,11 +10,12 @@ here and handed to the session's paced sender, whose bounded queue (~100 ms) is 
 that paces the pipeline. An interruption empties that queue: the caller hears silence from the
 next packet on.
 
-Events (handler arguments after the transport): ``on_rtp_started(call_id)`` when the first valid RTP
-packet arrives; ``on_participant_joined(call_id, participant)`` and ``on_participant_left(call_id,
-reason)`` when the call manager says so (ACK received / call ended); ``on_error(call_id, error)``
-on socket or media-clock failures; ``on_speech_sent(call_id, seq)`` when the first packet of a
-reply's talk spurt has actually been sent (latency tracing).
+Events (handler arguments after the transport), the four lifecycle hooks the user named:
+``on_rtp_started(call_id)`` when the first valid RTP packet arrives; ``on_participant_joined(call_id,
+participant)`` and ``on_participant_left(call_id, reason)`` when the call manager says so (ACK
+received / call ended); ``on_error(call_id, error)`` on socket or media-clock failures. The moment a
+reply's first packet is sent is not an event here: it is timed by a session listener, synchronously
+right after ``sendto()``, where a task hop would blur it.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ from ivrbot.logs import get_logger
 from ivrbot.rtp.session import RtpSession
 
 RTP_SAMPLE_RATE = 8000
+#: the transport's events; the call manager listens to all four
+TRANSPORT_EVENTS = ("on_rtp_started", "on_participant_joined", "on_participant_left", "on_error")
 
 
 def telephony_params(**overrides: Any) -> TransportParams:
@@ -184,11 +187,9 @@ class OpenSIPSTransport(BaseTransport):
         self._input: OpenSIPSInputTransport | None = None
         self._output: OpenSIPSOutputTransport | None = None
         self._pending: set[asyncio.Task[None]] = set()
-        for event in ("on_rtp_started", "on_participant_joined", "on_participant_left", "on_error", "on_speech_sent"):
+        for event in TRANSPORT_EVENTS:
             self._register_event_handler(event)
-        session.on_first_packet = self._rtp_started
-        session.on_error = self._media_error
-        session.on_spurt_sent = self._speech_sent
+        session.listen(first_packet=self._rtp_started, error=self._media_error)
 
     def input(self) -> OpenSIPSInputTransport:
         if self._input is None:
@@ -234,6 +235,3 @@ class OpenSIPSTransport(BaseTransport):
 
     def _media_error(self, exc: Exception) -> None:
         self._fire(self.report_error(f"{type(exc).__name__}: {exc}"))
-
-    def _speech_sent(self, seq: int) -> None:
-        self._fire(self._call_event_handler("on_speech_sent", self.call_id, seq))

@@ -79,7 +79,9 @@ async def test_decodes_caller_audio_and_ignores_foreign_malformed_and_unknown_pt
 ) -> None:
     session, peer, _ = call
     first: list[bool] = []
-    session.on_first_packet = lambda: first.append(True)
+    also: list[str] = []
+    session.listen(first_packet=lambda: first.append(True))
+    session.listen(first_packet=lambda: also.append("second owner"))  # adds, never replaces
     stranger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     stranger.bind(("127.0.0.1", 0))
     tone = (np.sin(np.arange(160) / 3) * 8000).astype("<i2").tobytes()
@@ -99,6 +101,7 @@ async def test_decodes_caller_audio_and_ignores_foreign_malformed_and_unknown_pt
     c = session.counters
     assert (c.malformed, c.unknown_payload_type, c.received) == (1, 1, 6)
     assert first == [True]
+    assert also == ["second owner"]
 
 
 async def test_dtmf_press_delivered_once(call: tuple[RtpSession, Peer, PortPool]) -> None:
@@ -119,7 +122,9 @@ async def test_speech_gets_marker_and_hook_then_clear_returns_to_silence(
 ) -> None:
     session, peer, _ = call
     sent: list[int] = []
-    session.on_spurt_sent = sent.append
+    sent_too: list[int] = []
+    session.listen(spurt_sent=sent.append)
+    session.listen(spurt_sent=sent_too.append)
     speech = (np.ones(160 * 30) * 5000).astype("<i2").tobytes()
     writer = asyncio.create_task(session.write_pcm(speech))
     await until(lambda: any(p.payload[0] != 0xFF for p in peer.got))
@@ -128,7 +133,7 @@ async def test_speech_gets_marker_and_hook_then_clear_returns_to_silence(
     n = len(peer.got)
     await until(lambda: len(peer.got) >= n + 5)
     speech_pkts = [p for p in peer.got if p.payload[0] != 0xFF]
-    assert speech_pkts[0].marker and sent == [speech_pkts[0].sequence]
+    assert speech_pkts[0].marker and sent == [speech_pkts[0].sequence] == sent_too
     assert len(speech_pkts) < 30  # the rest was dropped by clear()
     assert all(p.payload == b"\xff" * 160 for p in peer.got[n + 1 :])
 

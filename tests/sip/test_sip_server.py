@@ -11,7 +11,8 @@ from sipmsg import ANSWER, OFFER, request
 
 from ivrbot.sdp import SdpOffer
 from ivrbot.sip.address import parse_name_addr
-from ivrbot.sip.events import Accept, CallInfo, Decision, Reject
+from ivrbot.sip.call import Answer, SipCall
+from ivrbot.sip.events import Accept, Decision, Reject
 from ivrbot.sip.message import SipRequest, SipResponse, parse_message
 from ivrbot.sip.server import SipServer
 
@@ -65,24 +66,32 @@ class SlowApp:
     answered: list[str] = field(default_factory=list)
     fail: bool = False
 
-    async def on_invite(self, call: CallInfo, offer: SdpOffer) -> Decision:
+    async def on_invite(self, call: SipCall, offer: SdpOffer) -> Answer | Reject:
         self.invited.append(call.call_id)
         if self.fail:
             raise RuntimeError("application bug")
         await self.release.wait()
-        return self.decision
+        if isinstance(self.decision, Reject):
+            return self.decision
+        return Answer(self.decision.answer_sdp, _Handler(self, call.call_id))
 
-    async def on_answered(self, call: CallInfo) -> None:
-        self.answered.append(call.call_id)
 
-    async def on_established(self, call: CallInfo) -> None:
-        self.established.append(call.call_id)
+@dataclass
+class _Handler:
+    app: SlowApp
+    call_id: str
 
-    async def on_reinvite(self, call: CallInfo, offer: SdpOffer) -> Decision:
+    async def on_answered(self) -> None:
+        self.app.answered.append(self.call_id)
+
+    async def on_established(self) -> None:
+        self.app.established.append(self.call_id)
+
+    async def on_reinvite(self, offer: SdpOffer) -> Decision:
         return Reject(488)
 
-    async def on_ended(self, call: CallInfo, reason: str) -> None:
-        self.ended.append((call.call_id, reason))
+    async def on_ended(self, reason: str) -> None:
+        self.app.ended.append((self.call_id, reason))
 
 
 @pytest.fixture
@@ -142,7 +151,9 @@ async def test_hangup_sends_bye_along_route_and_waits(rig: tuple[SipServer, Slow
     peer.send(request("ACK", branch="z9hG4bKack", to_tag=tag, via_host=f"127.0.0.1:{peer.port}"), server)
     await _wait(lambda: app.established)
     assert app.answered == ["call-1"]
-    hangup = asyncio.create_task(server.hangup("call-1"))
+    call = server.call("call-1")
+    assert call is not None
+    hangup = asyncio.create_task(call.hangup())
     bye = await peer.next_request("BYE")  # arrived at the Record-Route address: this peer
     assert bye.header_all("Route") == [f"<sip:127.0.0.1:{peer.port};lr>"]
     assert not hangup.done()
@@ -155,7 +166,8 @@ async def test_hangup_sends_bye_along_route_and_waits(rig: tuple[SipServer, Slow
     assert await asyncio.wait_for(hangup, 10) is True
     await _wait(lambda: app.ended)
     assert app.ended == [("call-1", "local_bye")]
-    assert await server.hangup("call-1") is False
+    assert server.call("call-1") is None  # the slot left with the call
+    assert await call.hangup() is False
 
 
 async def test_transfer_follows_notify(rig: tuple[SipServer, SlowApp, Peer]) -> None:
@@ -167,7 +179,9 @@ async def test_transfer_follows_notify(rig: tuple[SipServer, SlowApp, Peer]) -> 
     assert tag
     peer.send(request("ACK", branch="z9hG4bKack", to_tag=tag, via_host=f"127.0.0.1:{peer.port}"), server)
     await _wait(lambda: app.established)
-    result = asyncio.create_task(server.transfer("call-1", "sip:agent@10.0.0.50", timeout=10))
+    call = server.call("call-1")
+    assert call is not None
+    result = asyncio.create_task(call.transfer("sip:agent@10.0.0.50", timeout=10))
     refer = await peer.next_request("REFER")
     assert refer.header("Refer-To") == "<sip:agent@10.0.0.50>"
     resp = SipResponse(status=202, reason="Accepted")

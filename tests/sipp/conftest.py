@@ -20,6 +20,7 @@ import pytest
 from sipp_runner import SCENARIOS, SippResult, free_udp_port, run_sipp
 
 from ivrbot.sdp import MediaParams, SdpOffer, build_answer
+from ivrbot.sip.call import Answer, SipCall
 from ivrbot.sip.events import Accept, CallInfo, Decision, Reject
 from ivrbot.sip.server import SipServer
 
@@ -87,13 +88,13 @@ class TestApplication:
     reinvites: list[MediaParams] = field(default_factory=list)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1000))
 
-    async def on_invite(self, call: CallInfo, offer: SdpOffer) -> Decision:
-        self.headers[call.call_id] = call
+    async def on_invite(self, call: SipCall, offer: SdpOffer) -> Answer | Reject:
+        self.headers[call.call_id] = call.info
         if len(self.active) >= self.max_calls:
             self.rejected += 1
             return Reject(486, "Busy Here", retry_after=5)
         self.active.add(call.call_id)
-        delay = float(call.header("X-Test-Answer-Delay") or 0)
+        delay = float(call.info.header("X-Test-Answer-Delay") or 0)
         if delay:
             await asyncio.sleep(delay)
         sink = RtpSink(offer.media.dtmf_pt)
@@ -104,30 +105,40 @@ class TestApplication:
             offer.media, address="127.0.0.1", port=sink.port, session_id=next(self._ids),
             session_version=1, allow_loopback=True,
         )
-        return Accept(answer)
+        return Answer(answer, _TestCall(self, call.call_id))
 
-    async def on_answered(self, call: CallInfo) -> None:
+
+@dataclass
+class _TestCall:
+    """One accepted call of the TestApplication: the SIP shell's handler of its events."""
+
+    app: TestApplication
+    call_id: str
+
+    async def on_answered(self) -> None:
         pass
 
-    async def on_established(self, call: CallInfo) -> None:
-        self.established.append(call.call_id)
+    async def on_established(self) -> None:
+        self.app.established.append(self.call_id)
 
-    async def on_reinvite(self, call: CallInfo, offer: SdpOffer) -> Decision:
-        sink = self.sinks[call.call_id]
-        self.reinvites.append(offer.media)
+    async def on_reinvite(self, offer: SdpOffer) -> Decision:
+        app = self.app
+        sink = app.sinks[self.call_id]
+        app.reinvites.append(offer.media)
         answer = build_answer(
             offer.media, address="127.0.0.1", port=sink.port, session_id=1,
-            session_version=len(self.reinvites) + 1, allow_loopback=True,
+            session_version=len(app.reinvites) + 1, allow_loopback=True,
         )
         return Accept(answer)
 
-    async def on_ended(self, call: CallInfo, reason: str) -> None:
-        self.ended[call.call_id] = reason
-        self.active.discard(call.call_id)
-        sink = self.sinks.pop(call.call_id, None)
+    async def on_ended(self, reason: str) -> None:
+        app = self.app
+        app.ended[self.call_id] = reason
+        app.active.discard(self.call_id)
+        sink = app.sinks.pop(self.call_id, None)
         if sink is not None:
             sink.stop()
-            self.finished[call.call_id] = sink
+            app.finished[self.call_id] = sink
 
 
 @dataclass

@@ -136,15 +136,33 @@ class RtpSession:
         self._heard_remote = False
         self._first_packet_seen = False
         self._malformed_logged = False
-        # Hooks (plain callables; called from the event loop, must not block).
-        self.on_first_packet: Callable[[], None] | None = None
-        self.on_spurt_sent: Callable[[int], None] | None = None
-        self.on_error: Callable[[Exception], None] | None = None
+        # Listeners, registered by each owner with listen(); none replaces another's.
+        self._first_packet_listeners: list[Callable[[], None]] = []
+        self._spurt_listeners: list[Callable[[int], None]] = []
+        self._error_listeners: list[Callable[[Exception], None]] = []
         self.pacer_reanchors = 0
         self._c = dict.fromkeys(
             ("malformed", "foreign_source", "unknown_payload_type", "sent", "dtmf_events", "frames_dropped", "rtcp"),
             0,
         )
+
+    def listen(
+        self,
+        *,
+        first_packet: Callable[[], None] | None = None,
+        spurt_sent: Callable[[int], None] | None = None,
+        error: Callable[[Exception], None] | None = None,
+    ) -> None:
+        """Add listeners: ``first_packet()`` when the first valid RTP packet arrived; ``spurt_sent(seq)``
+        right after the first packet of a talk spurt was handed to the socket (latency timing);
+        ``error(exc)`` on a socket error or a media clock failure. They run on the event loop, in
+        the order they were added, and must not block."""
+        if first_packet is not None:
+            self._first_packet_listeners.append(first_packet)
+        if spurt_sent is not None:
+            self._spurt_listeners.append(spurt_sent)
+        if error is not None:
+            self._error_listeners.append(error)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -217,8 +235,8 @@ class RtpSession:
 
     def _on_socket_error(self, exc: Exception) -> None:
         self._log.warning("rtp.socket_error", error=str(exc))
-        if self.on_error is not None:
-            self.on_error(exc)
+        for listener in self._error_listeners:
+            listener(exc)
 
     def _on_datagram(self, data: bytes, addr: Any) -> None:
         if self._stopped:
@@ -256,8 +274,8 @@ class RtpSession:
                     self._dtmf_keys.put_nowait(key)
         if not self._first_packet_seen:
             self._first_packet_seen = True
-            if self.on_first_packet is not None:
-                self.on_first_packet()
+            for listener in self._first_packet_listeners:
+                listener()
 
     def _playout(self) -> None:
         if not self._jitter.started:
@@ -337,8 +355,9 @@ class RtpSession:
                 seq = -1
         self._transport.sendto(data, remote)
         self._c["sent"] += 1
-        if seq >= 0 and self.on_spurt_sent is not None:
-            self.on_spurt_sent(seq)
+        if seq >= 0:
+            for listener in self._spurt_listeners:
+                listener(seq)
 
     # -- clock -----------------------------------------------------------------------------
 
@@ -365,8 +384,8 @@ class RtpSession:
             raise
         except Exception as exc:  # a bug here must not take the event loop down silently
             self._log.exception("rtp.clock_failed")
-            if self.on_error is not None:
-                self.on_error(exc)
+            for listener in self._error_listeners:
+                listener(exc)
 
     @property
     def counters(self) -> RtpCounters:

@@ -1,10 +1,11 @@
-"""The asyncio shell around :class:`UserAgent`: one UDP socket, one timer task, app callbacks.
+"""The asyncio shell around :class:`UserAgent`: one UDP socket, one timer task, one slot per call.
 
-The shell only moves bytes and time. Application callbacks run as tasks so a slow ``on_invite``
-(port allocation, pipeline start) never stops the socket: 100 Trying goes out at once, and a
-CANCEL arriving meanwhile is answered at once. Callbacks of one call run one after another, in
-the order the core produced them, and ``on_ended`` is called exactly once for every call whose
-``on_invite`` returned :class:`Accept` (so the application can always free what it allocated).
+The shell only moves bytes and time. Each call has one :class:`~ivrbot.sip.call.SipCall`, made when
+its INVITE arrives and handed to ``on_invite`` as the application's handle on the call. Application
+callbacks run as tasks so a slow ``on_invite`` (port allocation, pipeline start) never stops the
+socket: 100 Trying goes out at once, and a CANCEL arriving meanwhile is answered at once. Callbacks
+of one call run one after another, in the order the core produced them, and the handler of an
+:class:`Answer` gets ``on_ended`` exactly once (so the application can always free what it took).
 """
 
 from __future__ import annotations
@@ -16,12 +17,12 @@ from typing import Protocol
 
 from ivrbot.logs import get_logger
 from ivrbot.sdp import SdpOffer
+from ivrbot.sip.call import Answer, SipCall
 from ivrbot.sip.events import (
     Accept,
     Addr,
     CallEnded,
     CallEstablished,
-    CallInfo,
     Decision,
     Event,
     IncomingCall,
@@ -37,16 +38,8 @@ log = get_logger(__name__)
 
 
 class CallApplication(Protocol):
-    async def on_invite(self, call: CallInfo, offer: SdpOffer) -> Decision: ...
-
-    async def on_answered(self, call: CallInfo) -> None:
-        """The 200 OK went out: an Accept the caller cancelled meanwhile never gets here."""
-
-    async def on_established(self, call: CallInfo) -> None: ...
-
-    async def on_reinvite(self, call: CallInfo, offer: SdpOffer) -> Decision: ...
-
-    async def on_ended(self, call: CallInfo, reason: str) -> None: ...
+    async def on_invite(self, call: SipCall, offer: SdpOffer) -> Answer | Reject:
+        """Admit or refuse a new call; ``call`` is the application's handle on it from now on."""
 
 
 class _Protocol(asyncio.DatagramProtocol):
@@ -93,11 +86,8 @@ class SipServer:
         self._timer_task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._locks: dict[str, asyncio.Lock] = {}
-        self._pending: dict[str, int] = {}
-        self._accepted: set[str] = set()
-        self._ended: dict[str, asyncio.Future[None]] = {}
-        self._transfers: dict[str, asyncio.Future[bool]] = {}
+        #: the calls the core has not ended yet, by Call-ID (the events of the core name calls so)
+        self._calls: dict[str, SipCall] = {}
 
     # ---- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
@@ -126,12 +116,9 @@ class SipServer:
         if self._transport is not None:
             self._transport.close()
             self._transport = None
-        for fut in self._ended.values():
-            if not fut.done():
-                fut.cancel()
-        for tfut in self._transfers.values():
-            if not tfut.done():
-                tfut.cancel()
+        for call in self._calls.values():
+            call.abandon()
+        self._calls.clear()
 
     @property
     def port(self) -> int:
@@ -153,33 +140,9 @@ class SipServer:
         """503 to new INVITEs and OPTIONS from now on; live calls continue."""
         self.core.start_draining()
 
-    # ---- application actions -------------------------------------------------------------
-    async def hangup(self, call_id: str) -> bool:
-        """End a call (BYE along the route set) and wait until it has ended. False if unknown."""
-        loop = asyncio.get_running_loop()
-        fut = self._ended.get(call_id)
-        if fut is None:
-            fut = loop.create_future()
-            self._ended[call_id] = fut
-        if not self.core.hangup(call_id, loop.time()):
-            self._ended.pop(call_id, None)
-            return False
-        self._flush()
-        await asyncio.shield(fut)
-        return True
-
-    async def transfer(self, call_id: str, target_uri: str, timeout: float = 10.0) -> bool:
-        """Blind transfer (REFER); True once a NOTIFY reports 2xx, False on failure or timeout."""
-        loop = asyncio.get_running_loop()
-        if not self.core.transfer(call_id, target_uri, loop.time(), timeout):
-            return False
-        fut: asyncio.Future[bool] = loop.create_future()
-        self._transfers[call_id] = fut
-        self._flush()
-        try:
-            return await fut
-        finally:
-            self._transfers.pop(call_id, None)
+    def call(self, call_id: str) -> SipCall | None:
+        """The handle of a call not yet ended (None once it has)."""
+        return self._calls.get(call_id)
 
     # ---- plumbing ------------------------------------------------------------------------
     def _on_datagram(self, data: bytes, addr: Addr) -> None:
@@ -194,74 +157,73 @@ class SipServer:
             self._dispatch(event)
         self._wake.set()
 
-    def _spawn(self, call_id: str, work: Callable[[], Awaitable[None]]) -> None:
-        lock = self._locks.setdefault(call_id, asyncio.Lock())
-        self._pending[call_id] = self._pending.get(call_id, 0) + 1
-
+    def _spawn(self, call: SipCall, work: Callable[[], Awaitable[None]]) -> None:
         async def run() -> None:
             try:
-                async with lock:
+                async with call.lock:
                     await work()
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("sip.app_callback_failed", call_id=call_id)
-            finally:
-                self._pending[call_id] -= 1
-                if self._pending[call_id] == 0 and call_id not in self._accepted:
-                    del self._pending[call_id]
-                    self._locks.pop(call_id, None)
+                log.exception("sip.app_callback_failed", call_id=call.call_id)
 
-        task = asyncio.create_task(run(), name=f"sip-call-{call_id}")
+        task = asyncio.create_task(run(), name=f"sip-call-{call.call_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     def _dispatch(self, event: Event) -> None:
         call_id = event.call.call_id
         if isinstance(event, IncomingCall):
-            self._spawn(call_id, lambda: self._run_invite(event.call, event.offer))
-        elif isinstance(event, IncomingReinvite):
-            self._spawn(call_id, lambda: self._run_reinvite(event.call, event.offer))
+            new = SipCall(event.call, self.core, self._flush)
+            self._calls[call_id] = new
+            self._spawn(new, lambda: self._run_invite(new, event.offer))
+            return
+        call = self._calls.get(call_id)
+        if call is None:
+            return
+        handler = call.handler
+        if isinstance(event, IncomingReinvite):
+            self._spawn(call, lambda: self._run_reinvite(call, event.offer))
         elif isinstance(event, CallEstablished):
-            self._spawn(call_id, lambda: self._app.on_established(event.call))
+            if handler is not None:
+                self._spawn(call, handler.on_established)
         elif isinstance(event, CallEnded):
-            fut = self._ended.pop(call_id, None)
-            if fut is not None and not fut.done():
-                fut.set_result(None)
-            self._spawn(call_id, lambda: self._run_ended(event.call, event.reason))
+            del self._calls[call_id]
+            call.mark_ended(event.reason)
+            self._spawn(call, lambda: self._run_ended(call, event.reason))
         elif isinstance(event, TransferOutcome):
-            tfut = self._transfers.get(call_id)
-            if tfut is not None and not tfut.done():
-                tfut.set_result(event.ok)
+            call.transfer_outcome(event.ok)
 
-    async def _run_invite(self, call: CallInfo, offer: SdpOffer) -> None:
-        decision: Decision
+    async def _run_invite(self, call: SipCall, offer: SdpOffer) -> None:
+        decision: Answer | Reject
         try:
             decision = await self._app.on_invite(call, offer)
         except Exception:
             log.exception("sip.on_invite_failed", call_id=call.call_id)
             decision = Reject(500)
-        if isinstance(decision, Accept):
-            self._accepted.add(call.call_id)
-        answered = self.core.answer_invite(call.call_id, decision, asyncio.get_running_loop().time())
+        if isinstance(decision, Answer):
+            call.handler = decision.handler
+            answered = self.core.answer_invite(call.call_id, Accept(decision.sdp), asyncio.get_running_loop().time())
+        else:
+            answered = self.core.answer_invite(call.call_id, decision, asyncio.get_running_loop().time())
         self._flush()
-        if answered and isinstance(decision, Accept):
-            await self._app.on_answered(call)
+        if answered and call.handler is not None:
+            await call.handler.on_answered()
 
-    async def _run_reinvite(self, call: CallInfo, offer: SdpOffer) -> None:
-        decision: Decision
+    async def _run_reinvite(self, call: SipCall, offer: SdpOffer) -> None:
+        decision: Decision = Reject(500)
         try:
-            decision = await self._app.on_reinvite(call, offer)
+            if call.handler is not None:
+                decision = await call.handler.on_reinvite(offer)
         except Exception:
             log.exception("sip.on_reinvite_failed", call_id=call.call_id)
-            decision = Reject(500)
         self.core.answer_reinvite(call.call_id, decision, asyncio.get_running_loop().time())
         self._flush()
 
-    async def _run_ended(self, call: CallInfo, reason: str) -> None:
-        if call.call_id in self._accepted:
-            self._accepted.discard(call.call_id)
-            await self._app.on_ended(call, reason)
+    @staticmethod
+    async def _run_ended(call: SipCall, reason: str) -> None:
+        if call.handler is not None:
+            await call.handler.on_ended(reason)
 
     async def _timer_loop(self) -> None:
         loop = asyncio.get_running_loop()
