@@ -6,12 +6,16 @@ Defaults, and why (8 kHz G.711 upsampled to 16 kHz; line noise and codec artefac
 - stop_secs 0.3 (Pipecat 0.2): phone speakers pause mid-sentence; the STT is finalised at this point,
   so it is the main knob of end-of-question latency (budget VAD->STT <= 500 ms).
 - min_volume 0.4 (Pipecat 0.6): G.711 calls arrive quieter than headset audio, after AGC-less gateways.
+
+The analyzer runs on the event loop, not in Pipecat's one-thread executor: a Silero window costs
+about 0.3 ms, while handing every 20 ms chunk to a thread and waking the loop back up cost more CPU
+than the model itself (measured: benchmarks/call_cpu.py, docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
 from pipecat.audio.vad.silero import SileroVADAnalyzer
-from pipecat.audio.vad.vad_analyzer import VADParams
+from pipecat.audio.vad.vad_analyzer import VADParams, VADState
 
 from ivrbot.assistant_settings import VadSettings
 
@@ -34,8 +38,15 @@ def vad_params(settings: VadSettings) -> VADParams:
     )
 
 
-def make_vad(settings: VadSettings, sample_rate: int = 16000) -> SileroVADAnalyzer:
+class InlineSileroVADAnalyzer(SileroVADAnalyzer):
+    """Silero VAD analysed on the caller's task: same model, same decisions, no thread hop per chunk."""
+
+    async def analyze_audio(self, buffer: bytes) -> VADState:
+        return self._run_analyzer(buffer)
+
+
+def make_vad(settings: VadSettings, sample_rate: int = 16000) -> InlineSileroVADAnalyzer:
     """A Silero analyzer at the transport's input rate (Silero only runs at 8 or 16 kHz)."""
     if sample_rate not in SILERO_RATES:
         raise ValueError(f"Silero VAD runs at 8000 or 16000 Hz, not {sample_rate}")
-    return SileroVADAnalyzer(sample_rate=sample_rate, params=vad_params(settings))
+    return InlineSileroVADAnalyzer(sample_rate=sample_rate, params=vad_params(settings))
