@@ -6,12 +6,28 @@ Defaults, and why (8 kHz G.711 upsampled to 16 kHz; line noise and codec artefac
 - stop_secs 0.3 (Pipecat 0.2): phone speakers pause mid-sentence; the STT is finalised at this point,
   so it is the main knob of end-of-question latency (budget VAD->STT <= 500 ms).
 - min_volume 0.4 (Pipecat 0.6): G.711 calls arrive quieter than headset audio, after AGC-less gateways.
+
+The analyzer runs on the event loop, not in Pipecat's one-thread executor: a Silero window costs
+about 0.3 ms, while handing every 20 ms chunk to a thread and waking the loop back up cost more CPU
+than the model itself (measured: benchmarks/call_cpu.py, docs/benchmarks.md).
+
+Pipecat calls a window speech only if Silero's confidence AND the smoothed loudness (BS.1770 over
+400 ms) pass their thresholds, so below ``min_volume`` the model's answer cannot change the
+decision: those windows skip the model, and a window of digital silence (the caller muted, PCMU
+silence, gaps the jitter buffer fills) skips the loudness measure too (it is exactly 0). When the
+volume comes back, the model is reset and first run over the last ``REPLAY_WINDOWS`` skipped
+windows, so it has heard the onset of the speech just as it would have without the skip.
 """
 
 from __future__ import annotations
 
+from collections import deque
+
+import numpy as np
+from pipecat.audio.utils import exp_smoothing
 from pipecat.audio.vad.silero import SileroVADAnalyzer
-from pipecat.audio.vad.vad_analyzer import VADParams
+from pipecat.audio.vad.vad_analyzer import VADParams, VADState
+from pipecat.audio.volume import VOLUME_WINDOW_SECS
 
 from ivrbot.assistant_settings import VadSettings
 
@@ -34,8 +50,80 @@ def vad_params(settings: VadSettings) -> VADParams:
     )
 
 
-def make_vad(settings: VadSettings, sample_rate: int = 16000) -> SileroVADAnalyzer:
+#: skipped windows replayed through the freshly reset model when the volume comes back (~256 ms)
+REPLAY_WINDOWS = 8
+
+
+class InlineSileroVADAnalyzer(SileroVADAnalyzer):
+    """Silero VAD analysed on the caller's task; the model only runs where its answer can matter."""
+
+    def __init__(self, *, sample_rate: int | None = None, params: VADParams | None = None) -> None:
+        super().__init__(sample_rate=sample_rate, params=params)
+        self._replay: deque[bytes] = deque(maxlen=REPLAY_WINDOWS)
+        self._zero_run = 0  # trailing bytes of digital silence fed to the volume tracker
+        self.model_windows = 0
+        self.skipped_windows = 0
+
+    async def analyze_audio(self, buffer: bytes) -> VADState:
+        return self._run_analyzer(buffer)
+
+    def _get_smoothed_volume(self, audio: bytes) -> float:
+        self._volume_tracker.update(audio, self.sample_rate)
+        zero = not np.frombuffer(audio, dtype=np.uint8).any()
+        self._zero_run = self._zero_run + len(audio) if zero else 0
+        if self._zero_run >= 2 * VOLUME_WINDOW_SECS * self.sample_rate:
+            volume = 0.0  # BS.1770 loudness of silence is -inf, which Pipecat normalizes to 0
+        else:
+            volume = self._volume_tracker.volume
+        return exp_smoothing(volume, self._prev_volume, self._smoothing_factor)
+
+    def _confidence(self, window: bytes, volume: float) -> float:
+        if volume < self._params.min_volume:
+            self._replay.append(window)
+            self.skipped_windows += 1
+            return 0.0
+        if self._replay:
+            self._model.reset_states()  # type: ignore[no-untyped-call]
+            for old in self._replay:
+                self._model(np.frombuffer(old, np.int16).astype(np.float32) / 32768.0, self.sample_rate)
+            self._replay.clear()
+        self.model_windows += 1
+        return float(np.asarray(self.voice_confidence(window)).item())
+
+    def _run_analyzer(self, buffer: bytes) -> VADState:
+        """Pipecat 1.14's ``VADAnalyzer._run_analyzer`` with the volume measured before the model."""
+        self._vad_buffer += buffer
+        n = self._vad_frames_num_bytes
+        while len(self._vad_buffer) >= n:
+            window = self._vad_buffer[:n]
+            self._vad_buffer = self._vad_buffer[n:]
+            volume = self._get_smoothed_volume(window)
+            self._prev_volume = volume
+            confidence = self._confidence(window, volume)
+            speaking = confidence >= self._params.confidence and volume >= self._params.min_volume
+            state = self._vad_state
+            if speaking:
+                if state is VADState.QUIET:
+                    self._vad_state, self._vad_starting_count = VADState.STARTING, 1
+                elif state is VADState.STARTING:
+                    self._vad_starting_count += 1
+                elif state is VADState.STOPPING:
+                    self._vad_state, self._vad_stopping_count = VADState.SPEAKING, 0
+            elif state is VADState.STARTING:
+                self._vad_state, self._vad_starting_count = VADState.QUIET, 0
+            elif state is VADState.SPEAKING:
+                self._vad_state, self._vad_stopping_count = VADState.STOPPING, 1
+            elif state is VADState.STOPPING:
+                self._vad_stopping_count += 1
+        if self._vad_state is VADState.STARTING and self._vad_starting_count >= self._vad_start_frames:
+            self._vad_state, self._vad_starting_count = VADState.SPEAKING, 0
+        if self._vad_state is VADState.STOPPING and self._vad_stopping_count >= self._vad_stop_frames:
+            self._vad_state, self._vad_stopping_count = VADState.QUIET, 0
+        return self._vad_state
+
+
+def make_vad(settings: VadSettings, sample_rate: int = 16000) -> InlineSileroVADAnalyzer:
     """A Silero analyzer at the transport's input rate (Silero only runs at 8 or 16 kHz)."""
     if sample_rate not in SILERO_RATES:
         raise ValueError(f"Silero VAD runs at 8000 or 16000 Hz, not {sample_rate}")
-    return SileroVADAnalyzer(sample_rate=sample_rate, params=vad_params(settings))
+    return InlineSileroVADAnalyzer(sample_rate=sample_rate, params=vad_params(settings))

@@ -1,5 +1,7 @@
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ivrbot.audio.resample import StreamResampler
 
@@ -52,3 +54,22 @@ def test_reset_forgets_history() -> None:
     r.reset()
     out = np.frombuffer(r.process(np.zeros(441, dtype="<i2").tobytes()), dtype="<i2")
     assert not out.any()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rates=st.sampled_from([(8000, 16000), (16000, 8000), (22050, 8000), (24000, 8000)]),
+    pattern=st.lists(st.tuples(st.booleans(), st.integers(1, 700)), min_size=1, max_size=12),
+    seed=st.integers(0, 2**16),
+)
+def test_silence_shortcut_gives_what_the_filter_gives(
+    rates: tuple[int, int], pattern: list[tuple[bool, int]], seed: int
+) -> None:
+    """Runs of digital silence between speech (and a filter still ringing after speech) come out
+    exactly as the full filter computes them."""
+    rng = np.random.default_rng(seed)
+    fast, reference = StreamResampler(*rates), StreamResampler(*rates)
+    reference.skip_silence = False
+    for loud, n in pattern:
+        x = rng.integers(-20000, 20000, n).astype("<i2") if loud else np.zeros(n, dtype="<i2")
+        assert fast.process(x.tobytes()) == reference.process(x.tobytes())
