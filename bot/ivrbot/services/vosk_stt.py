@@ -190,7 +190,9 @@ class VoskSTTService(WebsocketSTTService):
         await self._websocket.send(json.dumps({"config": {"sample_rate": self.sample_rate, "words": 0}}))
         # A new recognizer pays a one-time cost in its first half second of audio (its creation, then
         # 1-3 s of decoder set-up at the 0.5 s mark, measured here under load): 1 s of silence now
-        # pays it at connect time, not on the caller's first question.
+        # pays it at connect time, not on the caller's first question. The project's vosk-server
+        # hands out recognizers that already paid it (then this costs 0.02-0.13 s); an upstream one
+        # does not, and a caller who speaks at once then waits behind it.
         await self._websocket.send(bytes(self.sample_rate * 2 * WARMUP_MS // 1000))
         # A new recognizer session: nothing is outstanding on it, and half an utterance sent to the
         # old one would only make the next final wrong.
