@@ -273,17 +273,24 @@ async def test_sessions_get_warm_recognizers_that_decode_as_fresh_ones(vosk_serv
     assert overlap(HELLO, full_text(*first)) >= 0.5
 
 
-async def test_three_sessions_on_two_workers_all_decode_while_the_others_are_open(vosk_url: str) -> None:
+async def test_three_sessions_on_two_workers_all_decode_while_the_others_are_open(
+    vosk_server: VoskServer, vosk_url: str
+) -> None:
     """Workers are taken per message, not per session: a third caller on a two-worker server gets
-    partials while the first two are still open and talking."""
+    partials while the first two are still open and talking; and three calls at once build no
+    recognizer (the server keeps four warm)."""
+    pool = vosk_server.recognizers
+    assert pool is not None
+    created = pool.created
     pcm = speech(HELLO)
     conns = [await connect(vosk_url) for _ in range(3)]
     try:
         for ws in conns:
-            await ws.send(CONFIG)
+            await ws.send(CONFIG_NO_WORDS)
         results = await asyncio.gather(*(stream(ws, pcm) for ws in conns))
         for replies in results:
             assert any(r.get("partial") or r.get("text") for r in replies), replies
     finally:
         for ws in conns:
             await ws.close()
+    assert pool.created == created
