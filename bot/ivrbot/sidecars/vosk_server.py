@@ -23,7 +23,9 @@ lookahead graph (measured here with the Korean model: ~1.2 s of CPU in one frame
 a recognizer that has given a final result and starts again costs 0.02-0.13 s. So finished
 recognizers are kept (``RecognizerPool``) and a new session gets one that is already warm, and
 ``warm`` of them are built at start for the rate the bot uses: a caller who speaks right after the
-answer is not queued behind that set-up, and no call pays its CPU.
+answer is not queued behind that set-up, and no call pays its CPU. The graph is also expanded
+lazily as speech is decoded and the expansion stays with the recognizer, so a reused one decodes
+speech at a fraction of a new one's CPU (docs/benchmarks.md).
 """
 
 from __future__ import annotations
