@@ -294,3 +294,27 @@ async def test_three_sessions_on_two_workers_all_decode_while_the_others_are_ope
         for ws in conns:
             await ws.close()
     assert pool.created == created
+
+
+def test_a_recognizer_that_decoded_its_share_of_audio_is_let_go(vosk_server: VoskServer) -> None:
+    """The graph a recognizer expands grows with what it decodes, so reuse is bounded by audio decoded."""
+    from ivrbot.sidecars.vosk_server import RecognizerConfig, RecognizerPool
+
+    pool = RecognizerPool(vosk_server.model, keep=2, retire_after_s=2.0)
+    config = RecognizerConfig(16000.0, words=False)
+    rec, decoded = pool.take(config)
+    assert (pool.created, decoded) == (1, 0.0)
+    pool.give(config, rec, 1.5)
+    again, decoded = pool.take(config)
+    assert again is rec and decoded == 1.5 and pool.reused == 1
+    pool.give(config, again, 2.5)
+    assert pool.retired == 1 and pool.idle == 0
+    fresh, decoded = pool.take(config)
+    assert fresh is not rec and decoded == 0.0 and pool.created == 2
+    # word times count from a recognizer's first audio: such sessions neither take nor leave one
+    words = RecognizerConfig(16000.0, words=True)
+    pool.give(config, fresh, 0.0)
+    own, _ = pool.take(words)
+    assert own is not fresh and pool.created == 3
+    pool.give(words, own, 0.0)
+    assert pool.idle == 1

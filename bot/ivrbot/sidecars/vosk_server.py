@@ -63,6 +63,8 @@ POLICY_VIOLATION = 1008  # close code after an error reply
 DEFAULT_WARM = 4
 #: the rate they are built for: the bot's (it sends 16 kHz)
 DEFAULT_WARM_RATE = 16000.0
+#: audio (s) a recognizer decodes before it is let go: its expanded graph only grows (docs/protocols.md)
+DEFAULT_RETIRE_AFTER_S = 300.0
 
 # ---------------------------------------------------------------------------------------------
 # Sans-IO core: what a client message means, decided without sockets or a recognizer.
@@ -216,14 +218,19 @@ class RecognizerPool:
     session starts with a fresh decoder and feature pipeline, exactly as after a ``reset``. Only
     sessions without word times share: Vosk counts word times from a recognizer's first audio ever,
     so a session that asks for ``words`` gets a new recognizer (as upstream) and it is not kept.
+    The part of the graph a recognizer has expanded stays with it and grows with the speech it has
+    decoded (tens of MB per minute of new words at first, slower later), so one that has decoded
+    ``retire_after_s`` of audio is let go and the next session builds a new one.
     """
 
-    def __init__(self, model: Any, keep: int) -> None:
+    def __init__(self, model: Any, keep: int, retire_after_s: float = DEFAULT_RETIRE_AFTER_S) -> None:
         self.model = model
         self.keep = max(0, keep)
+        self.retire_after_s = retire_after_s
         self.created = 0
         self.reused = 0
-        self._idle: defaultdict[_PoolKey, list[Any]] = defaultdict(list)
+        self.retired = 0
+        self._idle: defaultdict[_PoolKey, list[tuple[Any, float]]] = defaultdict(list)  # (recognizer, audio s)
         self._lock = threading.Lock()
 
     @staticmethod
@@ -235,10 +242,11 @@ class RecognizerPool:
         with self._lock:
             return sum(len(v) for v in self._idle.values())
 
-    def take(self, config: RecognizerConfig) -> Any:
+    def take(self, config: RecognizerConfig) -> tuple[Any, float]:
+        """A recognizer for ``config`` and the seconds of audio it has decoded so far."""
         with self._lock:
             idle = None if config.words else self._idle.get(self.key(config))
-            rec = idle.pop() if idle else None
+            rec, decoded = idle.pop() if idle else (None, 0.0)
             if rec is not None:
                 self.reused += 1
             else:
@@ -247,16 +255,21 @@ class RecognizerPool:
             rec = _new_recognizer(self.model, config)
         rec.SetWords(config.words)
         rec.SetMaxAlternatives(config.max_alternatives)
-        return rec
+        return rec, decoded
 
-    def give(self, config: RecognizerConfig, rec: Any) -> None:
-        """Keep ``rec`` (finalized) unless ``keep`` are already idle."""
+    def give(self, config: RecognizerConfig, rec: Any, decoded: float) -> None:
+        """Keep ``rec`` (finalized) unless ``keep`` are already idle or it has decoded ``retire_after_s``
+        (``decoded``: seconds of audio over its whole life)."""
         if self.keep == 0 or config.words:
+            return
+        if decoded >= self.retire_after_s:
+            with self._lock:
+                self.retired += 1
             return
         rec.FinalResult()  # ends an utterance cut off by a dropped connection; cheap after an eof
         with self._lock:
             if sum(len(v) for v in self._idle.values()) < self.keep:
-                self._idle[self.key(config)].append(rec)
+                self._idle[self.key(config)].append((rec, decoded))
 
     def warm(self, config: RecognizerConfig, seconds: float = 1.0) -> None:
         """Build one more recognizer, pay its first-audio cost on silence, and keep it."""
@@ -264,7 +277,7 @@ class RecognizerPool:
             self.created += 1
         rec = _new_recognizer(self.model, config)
         rec.AcceptWaveform(bytes(int(config.sample_rate * seconds) * 2))
-        self.give(config, rec)
+        self.give(config, rec, seconds)
 
 
 @dataclass
@@ -274,16 +287,19 @@ class Session:
     config: RecognizerConfig = field(default_factory=RecognizerConfig)
     recognizer: Any = None
     odd_byte: bytes = b""  # a frame with an odd length leaves half a sample for the next one
+    decoded_before: float = 0.0  # seconds of audio the recognizer decoded in earlier sessions
+    audio_bytes: int = 0  # fed to it in this session
 
     def process(self, pool: RecognizerPool, msg: AudioMessage | EndMessage) -> str:
         """Feed one frame; returns the recognizer's JSON reply (never called concurrently for a session)."""
         if self.recognizer is None:
-            self.recognizer = pool.take(self.config)
+            self.recognizer, self.decoded_before = pool.take(self.config)
         rec = self.recognizer
         if isinstance(msg, EndMessage):
             self.odd_byte = b""
             return str(rec.FinalResult())
         pcm = self.odd_byte + msg.pcm
+        self.audio_bytes += len(msg.pcm)
         if len(pcm) % 2:
             pcm, self.odd_byte = pcm[:-1], pcm[-1:]
         else:
@@ -295,7 +311,7 @@ class Session:
     def release(self, pool: RecognizerPool) -> None:
         rec, self.recognizer = self.recognizer, None
         if rec is not None:
-            pool.give(self.config, rec)
+            pool.give(self.config, rec, self.decoded_before + self.audio_bytes / 2 / self.config.sample_rate)
 
 
 def _new_recognizer(model: Any, config: RecognizerConfig) -> Any:
@@ -343,6 +359,7 @@ class VoskServer:
         workers: int | None = None,
         warm: int = DEFAULT_WARM,
         warm_rate: float = DEFAULT_WARM_RATE,
+        retire_after_s: float = DEFAULT_RETIRE_AFTER_S,
         model: Any = None,
     ) -> None:
         self.model_path = Path(model_path)
@@ -354,6 +371,7 @@ class VoskServer:
         #: recognizers built at start (at ``warm_rate``) and the most kept idle between sessions
         self.warm = warm
         self.warm_rate = warm_rate
+        self.retire_after_s = retire_after_s
         self.recognizers: RecognizerPool | None = None
         self.sessions = 0
         self.errors = 0
@@ -368,7 +386,7 @@ class VoskServer:
             t0 = time.monotonic()
             self.model = await loop.run_in_executor(self._pool, load_model, self.model_path)
             log.info("vosk model loaded", path=str(self.model_path), seconds=round(time.monotonic() - t0, 2))
-        self.recognizers = RecognizerPool(self.model, self.warm)
+        self.recognizers = RecognizerPool(self.model, self.warm, self.retire_after_s)
         if self.warm > 0:
             t0 = time.monotonic()
             config = RecognizerConfig(self.warm_rate, words=False)  # what the bot asks for
@@ -456,13 +474,16 @@ def main(argv: list[str] | None = None) -> int:
                         f"(default: VOSK_WARM_RECOGNIZERS or {DEFAULT_WARM})")
     p.add_argument("--warm-rate", type=float, default=DEFAULT_WARM_RATE,
                    help=f"sample rate the warm recognizers are built for (default {DEFAULT_WARM_RATE:g}, the bot's)")
+    p.add_argument("--retire-after", type=float, default=DEFAULT_RETIRE_AFTER_S,
+                   help="seconds of audio a recognizer decodes before it is replaced by a new one "
+                        f"(its memory grows with what it decoded; default {DEFAULT_RETIRE_AFTER_S:g})")
     a = p.parse_args(argv)
     configure_logging()
     return run_until_signal(
         "vosk-server",
         lambda: VoskServer(
             a.model or vosk_model_path(), a.host, a.port, sample_rate=a.sample_rate, workers=a.workers,
-            warm=a.warm, warm_rate=a.warm_rate,
+            warm=a.warm, warm_rate=a.warm_rate, retire_after_s=a.retire_after,
         ),
     )
 
