@@ -148,8 +148,10 @@ def _mounts(container: str, *, models_writable: bool = False) -> list[dict[str, 
 def _sidecars(spec: BotSpec, ports: PodPorts) -> list[dict[str, Any]]:
     """Native sidecars (restartable init containers): started before the bot, stopped after it,
     so a draining bot keeps its speech services until its last call ends."""
+    # One warm recognizer per call: a new one costs ~1.2 s of CPU on its first audio (docs/protocols.md).
     vosk_env = [{"name": "VOSK_SERVER_INTERFACE", "value": "127.0.0.1"},
-                {"name": "VOSK_SERVER_PORT", "value": str(ports.vosk)}, *_scratch_env()]
+                {"name": "VOSK_SERVER_PORT", "value": str(ports.vosk)},
+                {"name": "VOSK_WARM_RECOGNIZERS", "value": str(spec.max_calls)}, *_scratch_env()]
     llama_args = ["--host", "127.0.0.1", "--port", str(ports.llama), "-m", spec.llm_model,
                   "--ctx-size", str(spec.llm_ctx_size), "--parallel", str(spec.llm_parallel)]
     if spec.llm_model_url:

@@ -15,18 +15,31 @@ Beyond upstream: a malformed config or any other text frame gets ``{"error": "..
 close with code 1008 (upstream crashes its handler, 1011); other sessions are unaffected.
 
 One KaldiRecognizer per connection over one shared Model; decoding runs in a bounded thread pool so
-many calls are decoded at once while the event loop only moves bytes.
+many calls are decoded at once while the event loop only moves bytes. Each message is one job in
+that pool, so a session holds a worker only while one of its frames decodes, never for its lifetime.
+
+A new KaldiRecognizer is expensive on its first half second of audio: it builds its share of the
+lookahead graph (measured here with the Korean model: ~1.2 s of CPU in one frame, under load more),
+a recognizer that has given a final result and starts again costs 0.02-0.13 s. So finished
+recognizers are kept (``RecognizerPool``) and a new session gets one that is already warm, and
+``warm`` of them are built at start for the rate the bot uses: a caller who speaks right after the
+answer is not queued behind that set-up, and no call pays its CPU. The graph is also expanded
+lazily as speech is decoded and the expansion stays with the recognizer, so a reused one decodes
+speech at a fraction of a new one's CPU (docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import os
 import sys
+import threading
 import time
+from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +61,12 @@ DEFAULT_PORT = 2700
 EOF_MESSAGE = '{"eof" : 1}'
 RESET_MESSAGE = '{"reset" : 1}'
 POLICY_VIOLATION = 1008  # close code after an error reply
+#: recognizers built at start and kept warm between sessions (~15 MB each with the Korean model)
+DEFAULT_WARM = 4
+#: the rate they are built for: the bot's (it sends 16 kHz)
+DEFAULT_WARM_RATE = 16000.0
+#: audio (s) a recognizer decodes before it is let go: its expanded graph only grows (docs/protocols.md)
+DEFAULT_RETIRE_AFTER_S = 300.0
 
 # ---------------------------------------------------------------------------------------------
 # Sans-IO core: what a client message means, decided without sockets or a recognizer.
@@ -190,23 +209,99 @@ def error_reply(reason: str) -> str:
 # Recognition, run in the worker threads.
 
 
+_PoolKey = tuple[float, tuple[str, ...] | None]
+
+
+class RecognizerPool:
+    """Recognizers that finished a session, kept warm for the next one (called from worker threads).
+
+    A recognizer is keyed by what is fixed when it is built (sample rate, phrase list);
+    ``max_alternatives`` is set again on every take. A returned one is finalized first, so the next
+    session starts with a fresh decoder and feature pipeline, exactly as after a ``reset``. Only
+    sessions without word times share: Vosk counts word times from a recognizer's first audio ever,
+    so a session that asks for ``words`` gets a new recognizer (as upstream) and it is not kept.
+    The part of the graph a recognizer has expanded stays with it and grows with the speech it has
+    decoded (tens of MB per minute of new words at first, slower later), so one that has decoded
+    ``retire_after_s`` of audio is let go and the next session builds a new one.
+    """
+
+    def __init__(self, model: Any, keep: int, retire_after_s: float = DEFAULT_RETIRE_AFTER_S) -> None:
+        self.model = model
+        self.keep = max(0, keep)
+        self.retire_after_s = retire_after_s
+        self.created = 0
+        self.reused = 0
+        self.retired = 0
+        self._idle: defaultdict[_PoolKey, list[tuple[Any, float]]] = defaultdict(list)  # (recognizer, audio s)
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(config: RecognizerConfig) -> _PoolKey:
+        return (config.sample_rate, config.phrase_list)
+
+    @property
+    def idle(self) -> int:
+        with self._lock:
+            return sum(len(v) for v in self._idle.values())
+
+    def take(self, config: RecognizerConfig) -> tuple[Any, float]:
+        """A recognizer for ``config`` and the seconds of audio it has decoded so far."""
+        with self._lock:
+            idle = None if config.words else self._idle.get(self.key(config))
+            rec, decoded = idle.pop() if idle else (None, 0.0)
+            if rec is not None:
+                self.reused += 1
+            else:
+                self.created += 1
+        if rec is None:
+            rec = _new_recognizer(self.model, config)
+        rec.SetWords(config.words)
+        rec.SetMaxAlternatives(config.max_alternatives)
+        return rec, decoded
+
+    def give(self, config: RecognizerConfig, rec: Any, decoded: float) -> None:
+        """Keep ``rec`` (finalized) unless ``keep`` are already idle or it has decoded ``retire_after_s``
+        (``decoded``: seconds of audio over its whole life)."""
+        if self.keep == 0 or config.words:
+            return
+        if decoded >= self.retire_after_s:
+            with self._lock:
+                self.retired += 1
+            return
+        rec.FinalResult()  # ends an utterance cut off by a dropped connection; cheap after an eof
+        with self._lock:
+            if sum(len(v) for v in self._idle.values()) < self.keep:
+                self._idle[self.key(config)].append((rec, decoded))
+
+    def warm(self, config: RecognizerConfig, seconds: float = 1.0) -> None:
+        """Build one more recognizer, pay its first-audio cost on silence, and keep it."""
+        with self._lock:
+            self.created += 1
+        rec = _new_recognizer(self.model, config)
+        rec.AcceptWaveform(bytes(int(config.sample_rate * seconds) * 2))
+        self.give(config, rec, seconds)
+
+
 @dataclass
 class Session:
-    """One connection's recognizer; created lazily on the first audio frame, as upstream does."""
+    """One connection's recognizer; taken from the pool on the first audio frame, returned at the end."""
 
     config: RecognizerConfig = field(default_factory=RecognizerConfig)
     recognizer: Any = None
     odd_byte: bytes = b""  # a frame with an odd length leaves half a sample for the next one
+    decoded_before: float = 0.0  # seconds of audio the recognizer decoded in earlier sessions
+    audio_bytes: int = 0  # fed to it in this session
 
-    def process(self, model: Any, msg: AudioMessage | EndMessage) -> str:
+    def process(self, pool: RecognizerPool, msg: AudioMessage | EndMessage) -> str:
         """Feed one frame; returns the recognizer's JSON reply (never called concurrently for a session)."""
         if self.recognizer is None:
-            self.recognizer = _new_recognizer(model, self.config)
+            self.recognizer, self.decoded_before = pool.take(self.config)
         rec = self.recognizer
         if isinstance(msg, EndMessage):
             self.odd_byte = b""
             return str(rec.FinalResult())
         pcm = self.odd_byte + msg.pcm
+        self.audio_bytes += len(msg.pcm)
         if len(pcm) % 2:
             pcm, self.odd_byte = pcm[:-1], pcm[-1:]
         else:
@@ -214,6 +309,11 @@ class Session:
         if rec.AcceptWaveform(pcm):
             return str(rec.Result())
         return str(rec.PartialResult())
+
+    def release(self, pool: RecognizerPool) -> None:
+        rec, self.recognizer = self.recognizer, None
+        if rec is not None:
+            pool.give(self.config, rec, self.decoded_before + self.audio_bytes / 2 / self.config.sample_rate)
 
 
 def _new_recognizer(model: Any, config: RecognizerConfig) -> Any:
@@ -259,6 +359,9 @@ class VoskServer:
         words: bool = True,
         max_alternatives: int = 0,
         workers: int | None = None,
+        warm: int = DEFAULT_WARM,
+        warm_rate: float = DEFAULT_WARM_RATE,
+        retire_after_s: float = DEFAULT_RETIRE_AFTER_S,
         model: Any = None,
     ) -> None:
         self.model_path = Path(model_path)
@@ -267,6 +370,11 @@ class VoskServer:
         self.defaults = RecognizerConfig(sample_rate, words, max_alternatives)
         self.workers = workers or max(1, os.cpu_count() or 1)
         self.model: Any = model
+        #: recognizers built at start (at ``warm_rate``) and the most kept idle between sessions
+        self.warm = warm
+        self.warm_rate = warm_rate
+        self.retire_after_s = retire_after_s
+        self.recognizers: RecognizerPool | None = None
         self.sessions = 0
         self.errors = 0
         self._pool: ThreadPoolExecutor | None = None
@@ -280,6 +388,15 @@ class VoskServer:
             t0 = time.monotonic()
             self.model = await loop.run_in_executor(self._pool, load_model, self.model_path)
             log.info("vosk model loaded", path=str(self.model_path), seconds=round(time.monotonic() - t0, 2))
+        self.recognizers = RecognizerPool(self.model, self.warm, self.retire_after_s)
+        if self.warm > 0:
+            t0 = time.monotonic()
+            config = RecognizerConfig(self.warm_rate, words=False)  # what the bot asks for
+            await asyncio.gather(
+                *(loop.run_in_executor(self._pool, self.recognizers.warm, config) for _ in range(self.warm))
+            )
+            log.info("vosk recognizers warm", count=self.warm, sample_rate=self.warm_rate,
+                     seconds=round(time.monotonic() - t0, 2))
         try:
             self._server = await ws_server.serve(self._handle, self.host, self.port, max_size=2**22, compression=None)
         except OSError as exc:
@@ -299,7 +416,8 @@ class VoskServer:
             self._pool = None
 
     async def _handle(self, ws: ServerConnection) -> None:
-        assert self._pool is not None
+        assert self._pool is not None and self.recognizers is not None
+        pool, recognizers = self._pool, self.recognizers
         loop = asyncio.get_running_loop()
         session = Session(config=self.defaults)
         self.sessions += 1
@@ -321,7 +439,7 @@ class VoskServer:
                     await ws.close(POLICY_VIOLATION, msg.reason[:100])
                     return
                 try:
-                    reply = await loop.run_in_executor(self._pool, session.process, self.model, msg)
+                    reply = await loop.run_in_executor(pool, session.process, recognizers, msg)
                 except Exception as exc:  # e.g. a recognizer that cannot be built for this config
                     self.errors += 1
                     slog.warning("recognizer failed, closing", error=str(exc))
@@ -335,6 +453,10 @@ class VoskServer:
             pass
         finally:
             slog.debug("session closed")
+            if session.recognizer is not None:
+                # For the next session; a pool shut down by stop() just lets it go.
+                with contextlib.suppress(RuntimeError):
+                    await loop.run_in_executor(pool, session.release, recognizers)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -349,12 +471,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sample-rate", type=float, default=float(os.environ.get("VOSK_SAMPLE_RATE", "8000")),
                    help="rate assumed when a session sends no config (upstream default 8000)")
     p.add_argument("--workers", type=int, default=None, help="decoding threads (default: CPU count)")
+    p.add_argument("--warm", type=int, default=int(os.environ.get("VOSK_WARM_RECOGNIZERS", str(DEFAULT_WARM))),
+                   help="recognizers built at start and kept for reuse; size to concurrent calls "
+                        f"(default: VOSK_WARM_RECOGNIZERS or {DEFAULT_WARM})")
+    p.add_argument("--warm-rate", type=float, default=DEFAULT_WARM_RATE,
+                   help=f"sample rate the warm recognizers are built for (default {DEFAULT_WARM_RATE:g}, the bot's)")
+    p.add_argument("--retire-after", type=float, default=DEFAULT_RETIRE_AFTER_S,
+                   help="seconds of audio a recognizer decodes before it is replaced by a new one "
+                        f"(its memory grows with what it decoded; default {DEFAULT_RETIRE_AFTER_S:g})")
     a = p.parse_args(argv)
     configure_logging()
     return run_until_signal(
         "vosk-server",
         lambda: VoskServer(
-            a.model or vosk_model_path(), a.host, a.port, sample_rate=a.sample_rate, workers=a.workers
+            a.model or vosk_model_path(), a.host, a.port, sample_rate=a.sample_rate, workers=a.workers,
+            warm=a.warm, warm_rate=a.warm_rate, retire_after_s=a.retire_after,
         ),
     )
 

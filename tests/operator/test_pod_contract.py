@@ -73,3 +73,16 @@ def test_the_bot_loads_the_operators_pod_env(raw: dict[str, Any]) -> None:
     assert config.advertised_address == "10.0.0.7"
     assert config.vosk_url == env["IVRBOT_VOSK_URL"] and config.llama_url == env["IVRBOT_LLAMA_URL"]
     assert config.max_calls == int(env["IVRBOT_MAX_CALLS"])
+
+
+@pytest.mark.parametrize("raw", SPECS, ids=["defaults", "everything-set"])
+def test_the_vosk_sidecar_env_is_read_by_the_vosk_server_and_warms_one_recognizer_per_call(raw: dict[str, Any]) -> None:
+    spec, problems = parse_spec(raw, POOL)
+    assert spec is not None, problems
+    pod = desired_pod(OWNER, spec, 0, PodPorts(base=20000, rtp_ports=16))
+    vosk = next(c for c in pod["spec"]["initContainers"] if c["name"] == "vosk")
+    env = {e["name"]: e["value"] for e in vosk["env"] if "value" in e}
+    server_src = (BOT_SRC / "sidecars" / "vosk_server.py").read_text()
+    unread = sorted(n for n in env if n.startswith("VOSK_") and f'"{n}"' not in server_src)
+    assert unread == [], f"the operator sets variables the vosk server never reads: {unread}"
+    assert env["VOSK_WARM_RECOGNIZERS"] == str(spec.max_calls)

@@ -199,3 +199,76 @@ async def test_a_paused_server_is_a_stall_stale_results_are_dropped_and_it_recov
         if server.proc is not None:
             os.kill(pid, signal.SIGCONT)
         server.stop()
+
+
+class HeldProxy:
+    """A loopback TCP proxy to ``port`` that accepts connections but forwards nothing until ``release()``:
+    a WebSocket handshake through it completes only then (a server slow to accept, a busy event loop)."""
+
+    def __init__(self, port: int) -> None:
+        self.target = port
+        self.port = 0
+        self.released = asyncio.Event()
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> HeldProxy:
+        self._server = await asyncio.start_server(self._client, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for t in list(self._tasks):
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def release(self) -> None:
+        self.released.set()
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await self.released.wait()
+        up_r, up_w = await asyncio.open_connection("127.0.0.1", self.target)
+
+        async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            try:
+                while data := await r.read(65536):
+                    w.write(data)
+                    await w.drain()
+            except (ConnectionError, asyncio.CancelledError):
+                pass
+            finally:
+                w.close()
+
+        for t in (asyncio.create_task(pipe(reader, up_w)), asyncio.create_task(pipe(up_r, writer))):
+            self._tasks.add(t)
+
+
+async def test_speech_before_the_first_connection_is_held_and_transcribed_whole(vosk: SidecarProcess) -> None:
+    """A caller who talks from the first packet, while the call's Vosk session is not up yet: the
+    speech is held, not dropped, and the final is as good as on a session that was up."""
+    speech = caller_speech(SPOKEN)
+    async with HeldProxy(vosk.port) as proxy:
+        stt = VoskSTTService(url=f"ws://127.0.0.1:{proxy.port}", open_timeout=30)
+        async with Harness(stt) as h:
+            frames = audio_frames(speech)
+            await h.send(VADUserStartedSpeakingFrame(start_secs=0.15), *frames)
+            assert await h.wait_for(lambda: len(h.down.of(InputAudioRawFrame)) >= len(frames))
+            assert not stt.connected, "the proxy holds the handshake"
+            proxy.release()
+            await h.send(VADUserStoppedSpeakingFrame(stop_secs=0.3))
+            assert await h.wait_for(lambda: bool(finals(h)), timeout=60)
+            early = finals(h)[0].text
+            assert stt.dropped_audio_bytes == 0
+            assert not h.up.of(ErrorFrame), "no outage, no lost utterance"
+
+    baseline = VoskSTTService(url=f"ws://127.0.0.1:{vosk.port}")
+    async with Harness(baseline) as h:
+        assert await baseline.wait_connected(30)
+        await speak_and_stop(h, speech)
+        assert await h.wait_for(lambda: bool(finals(h)))
+        full = finals(h)[0].text
+    assert overlap(SPOKEN, early) > 0, (early, full)
+    assert overlap(SPOKEN, early) >= overlap(SPOKEN, full) - 0.15, (early, full)
+    assert early.replace(" ", "")[:2] == full.replace(" ", "")[:2], (early, full)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -22,6 +23,7 @@ from ivrbot_tools.speech_samples import caller_speech, silence
 pytestmark = pytest.mark.slow
 
 CONFIG = json.dumps({"config": {"sample_rate": 16000, "words": 1}})
+CONFIG_NO_WORDS = json.dumps({"config": {"sample_rate": 16000, "words": 0}})  # what the bot sends
 EOF_MSG = '{"eof" : 1}'
 RESET_MSG = '{"reset" : 1}'
 CHUNK = 3200  # 100 ms at 16 kHz
@@ -50,10 +52,10 @@ async def stream(ws: ClientConnection, pcm: bytes) -> list[dict[str, Any]]:
     return replies
 
 
-async def transcribe(url: str, pcm: bytes) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+async def transcribe(url: str, pcm: bytes, config: str = CONFIG) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """(replies to the audio frames, the final answered to eof); asserts the server then closes 1000."""
     async with connect(url) as ws:
-        await ws.send(CONFIG)
+        await ws.send(config)
         replies = await stream(ws, pcm)
         await ws.send(EOF_MSG)
         final = json.loads(await asyncio.wait_for(ws.recv(), 60))
@@ -61,6 +63,16 @@ async def transcribe(url: str, pcm: bytes) -> tuple[list[dict[str, Any]], dict[s
             await asyncio.wait_for(ws.recv(), 30)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1000
     return replies, final
+
+
+async def wait_until(pred: Callable[[], bool], timeout: float = 60.0) -> bool:
+    """Poll ``pred``; the timeout only bounds a hung test."""
+    end = asyncio.get_running_loop().time() + timeout
+    while not pred():
+        if asyncio.get_running_loop().time() > end:
+            return False
+        await asyncio.sleep(0.05)
+    return True
 
 
 def full_text(replies: list[dict[str, Any]], final: dict[str, Any]) -> str:
@@ -239,3 +251,70 @@ async def test_a_text_frame_that_is_not_utf8_is_closed_1007(vosk_url: str) -> No
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1007
     _, final = await transcribe(vosk_url, silence(0.3))
     assert final == {"text": ""}
+
+
+async def test_sessions_get_warm_recognizers_that_decode_as_fresh_ones(vosk_server: VoskServer, vosk_url: str) -> None:
+    """A new recognizer costs ~1.2 s of CPU on its first half second of audio; the server builds them at
+    start and hands a finished session's recognizer to the next one, which must decode exactly as a new
+    one would, also after a session that was cut off mid-utterance."""
+    pool = vosk_server.recognizers
+    assert pool is not None and pool.idle >= 1, "recognizers are built before the server listens"
+    created = pool.created
+    first = await transcribe(vosk_url, speech(HELLO), config=CONFIG_NO_WORDS)
+    idle = pool.idle
+    async with connect(vosk_url) as ws:  # cut off half way: no eof, no final
+        await ws.send(CONFIG_NO_WORDS)
+        await stream(ws, speech(NO)[: len(speech(NO)) // 2])
+    # back in the pool, on top: the next session gets this very recognizer
+    assert await wait_until(lambda: pool.idle == idle)
+    second = await transcribe(vosk_url, speech(HELLO), config=CONFIG_NO_WORDS)
+    assert pool.created == created, "no session paid for building a recognizer"
+    assert first == second, "nothing of an earlier session carries over"
+    assert overlap(HELLO, full_text(*first)) >= 0.5
+
+
+async def test_three_sessions_on_two_workers_all_decode_while_the_others_are_open(
+    vosk_server: VoskServer, vosk_url: str
+) -> None:
+    """Workers are taken per message, not per session: a third caller on a two-worker server gets
+    partials while the first two are still open and talking; and three calls at once build no
+    recognizer (the server keeps four warm)."""
+    pool = vosk_server.recognizers
+    assert pool is not None
+    created = pool.created
+    pcm = speech(HELLO)
+    conns = [await connect(vosk_url) for _ in range(3)]
+    try:
+        for ws in conns:
+            await ws.send(CONFIG_NO_WORDS)
+        results = await asyncio.gather(*(stream(ws, pcm) for ws in conns))
+        for replies in results:
+            assert any(r.get("partial") or r.get("text") for r in replies), replies
+    finally:
+        for ws in conns:
+            await ws.close()
+    assert pool.created == created
+
+
+def test_a_recognizer_that_decoded_its_share_of_audio_is_let_go(vosk_server: VoskServer) -> None:
+    """The graph a recognizer expands grows with what it decodes, so reuse is bounded by audio decoded."""
+    from ivrbot.sidecars.vosk_server import RecognizerConfig, RecognizerPool
+
+    pool = RecognizerPool(vosk_server.model, keep=2, retire_after_s=2.0)
+    config = RecognizerConfig(16000.0, words=False)
+    rec, decoded = pool.take(config)
+    assert (pool.created, decoded) == (1, 0.0)
+    pool.give(config, rec, 1.5)
+    again, decoded = pool.take(config)
+    assert again is rec and decoded == 1.5 and pool.reused == 1
+    pool.give(config, again, 2.5)
+    assert pool.retired == 1 and pool.idle == 0
+    fresh, decoded = pool.take(config)
+    assert fresh is not rec and decoded == 0.0 and pool.created == 2
+    # word times count from a recognizer's first audio: such sessions neither take nor leave one
+    words = RecognizerConfig(16000.0, words=True)
+    pool.give(config, fresh, 0.0)
+    own, _ = pool.take(words)
+    assert own is not fresh and pool.created == 3
+    pool.give(words, own, 0.0)
+    assert pool.idle == 1

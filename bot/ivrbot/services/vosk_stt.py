@@ -13,6 +13,11 @@ already knows the caller stopped, so on ``VADUserStoppedSpeakingFrame`` the serv
 STT TTFB measurement: VAD stop -> final transcript). The server answers every message with exactly
 one JSON message, in order, so a FIFO of what was sent tells which final answers the reset.
 
+Speech that comes before the call's first connection is up (a caller who talks at once, a bot whose
+event loop is busy setting the call up) is held and sent, in order, as soon as it is: the first
+syllables of a call are never dropped for being early. Up to ``EARLY_MAX_S`` of it; a first
+connection that fails drops it (counted) like any audio during an outage.
+
 A server that is down or drops the session never fails the call: audio is dropped (and counted)
 while disconnected, the service reconnects with a capped backoff for as long as the call lasts,
 and each outage is reported once as a non-permanent ``ErrorFrame`` (category CONNECTIVITY).
@@ -75,6 +80,8 @@ _Sent = Literal["audio", "reset"]
 PREROLL_MS = 400
 #: silence sent when a session opens, so the recognizer's set-up is not paid by the first question
 WARMUP_MS = 1000
+#: speech held while the call's first connection is still being made
+EARLY_MAX_S = 10
 
 
 class VoskSTTService(WebsocketSTTService):
@@ -113,6 +120,9 @@ class VoskSTTService(WebsocketSTTService):
         self._run_task: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
+        #: the call's first connection is still being made: speech waits in ``_early`` instead of dropping
+        self._first_pending = True
+        self._early = bytearray()
         self._min_wait = reconnect_min_wait
         self._max_wait = reconnect_max_wait
         self._stall_timeout = stall_timeout
@@ -180,15 +190,28 @@ class VoskSTTService(WebsocketSTTService):
         await self._websocket.send(json.dumps({"config": {"sample_rate": self.sample_rate, "words": 0}}))
         # A new recognizer pays a one-time cost in its first half second of audio (its creation, then
         # 1-3 s of decoder set-up at the 0.5 s mark, measured here under load): 1 s of silence now
-        # pays it at connect time, not on the caller's first question.
+        # pays it at connect time, not on the caller's first question. The project's vosk-server
+        # hands out recognizers that already paid it (then this costs 0.02-0.13 s); an upstream one
+        # does not, and a caller who speaks at once then waits behind it.
         await self._websocket.send(bytes(self.sample_rate * 2 * WARMUP_MS // 1000))
         # A new recognizer session: nothing is outstanding on it, and half an utterance sent to the
         # old one would only make the next final wrong.
         self._sent.clear()
         self._sent.append("audio")
         self._resets.clear()
-        if self._gate.speaking:
+        if self._gate.speaking and not self._first_pending:
             self._gate.stop()
+
+    async def _send_early(self) -> None:
+        """Speech that came before the first connection: sent now, ahead of anything later."""
+        ws = self._websocket
+        while self._early and ws is not None:
+            data = bytes(self._early)
+            self._early.clear()
+            self._sent.append("audio")
+            await ws.send(data)
+            self.sent_audio_bytes += len(data)
+        self._first_pending = False
 
     async def _disconnect_websocket(self) -> None:
         self._connected.clear()
@@ -206,8 +229,13 @@ class VoskSTTService(WebsocketSTTService):
         while not self._disconnecting:
             try:
                 await self._connect_websocket()
+                await self._send_early()
             except Exception as exc:
                 attempt += 1
+                if self._first_pending:  # what was held for the first connection is lost with it
+                    self._first_pending = False
+                    self.dropped_audio_bytes += len(self._early)
+                    self._early.clear()
                 if not reported:
                     reported = True
                     self.outages += 1
@@ -258,7 +286,11 @@ class VoskSTTService(WebsocketSTTService):
     async def _send_audio(self, data: bytes) -> None:
         ws = self._websocket
         if ws is None or ws.state is not State.OPEN or not self._connected.is_set():
-            self.dropped_audio_bytes += len(data)
+            room = self.sample_rate * 2 * EARLY_MAX_S - len(self._early)
+            if self._first_pending and len(data) <= room:
+                self._early += data
+            else:
+                self.dropped_audio_bytes += len(data)
             return
         # Recorded before the send: its answer may be received while the send still waits to drain.
         self._sent.append("audio")
@@ -282,6 +314,8 @@ class VoskSTTService(WebsocketSTTService):
 
     async def finalize(self) -> None:
         """Ask for the final result now instead of waiting for Kaldi's endpointing."""
+        if self._first_pending:  # an utterance over before the first connection: it is held, wait for it
+            await self.wait_connected(self._open_timeout)
         rest = self._gate.stop()
         ws = self._websocket
         if ws is None or not self._connected.is_set():
