@@ -70,6 +70,12 @@ VOSK_EOF = '{"eof" : 1}'
 
 _Sent = Literal["audio", "reset"]
 
+#: key in an InterimTranscriptionFrame's ``result``: true when the partial answers the last audio
+#: sent before a finalize, i.e. it covers everything the caller said up to the VAD's stop
+UPTO_STOP = "ivrbot_upto_stop"
+#: ... and true when it answered everything sent so far (the recognizer is not behind real time)
+CAUGHT_UP = "ivrbot_caught_up"
+
 #: audio kept while the caller is silent and sent when the VAD starts; covers the VAD's start lag
 #: (start_secs 0.15 s + Silero's 32 ms window + the frame's trip back upstream; see docs/media.md)
 PREROLL_MS = 400
@@ -397,7 +403,12 @@ class VoskSTTService(WebsocketSTTService):
         if "partial" in data:
             text = str(data.get("partial") or "").strip()
             if text:
-                await self.push_frame(InterimTranscriptionFrame(text, self._user_id, time_now_iso8601()))
+                # The answer to the last audio before a finalize covers the whole utterance so far.
+                upto_stop = answered == "audio" and bool(self._sent) and self._sent[0] == "reset"
+                await self.push_frame(
+                    InterimTranscriptionFrame(text, self._user_id, time_now_iso8601(),
+                                              result={**data, UPTO_STOP: upto_stop, CAUGHT_UP: not self._sent})
+                )
             return
         if "text" not in data:
             return
