@@ -46,3 +46,11 @@ def test_unknown_file_key_is_refused(tmp_path: Path) -> None:
     f.write_text("sip_prot: 5070\n")
     with pytest.raises(ConfigError, match="unknown key 'sip_prot'"):
         load_config(f, env={})
+
+
+def test_preemptive_replies_setting_reaches_the_assistant(tmp_path: Path) -> None:
+    assert load_config(env={}).assistant_settings().preemptive_replies is False
+    assert load_config(env={"IVRBOT_PREEMPTIVE_REPLIES": "1"}).assistant_settings().preemptive_replies is True
+    f = tmp_path / "bot.yaml"
+    f.write_text("preemptive_replies: true\n")
+    assert load_config(f, env={}).assistant_settings().preemptive_replies is True

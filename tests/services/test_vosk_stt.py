@@ -20,7 +20,7 @@ from pipecat.frames.frames import (
 )
 from sidecar_procs import SidecarProcess, vosk_process
 
-from ivrbot.services.vosk_stt import VoskSTTService
+from ivrbot.services.vosk_stt import UPTO_STOP, VoskSTTService
 from ivrbot.speech_samples import caller_speech, silence
 
 pytestmark = pytest.mark.slow
@@ -199,3 +199,16 @@ async def test_a_paused_server_is_a_stall_stale_results_are_dropped_and_it_recov
         if server.proc is not None:
             os.kill(pid, signal.SIGCONT)
         server.stop()
+
+
+async def test_the_partial_covering_the_utterance_up_to_the_stop_is_marked(vosk: SidecarProcess) -> None:
+    """Preemptive replies start on the partial that answers the last audio before the finalize."""
+    stt = VoskSTTService(url=f"ws://127.0.0.1:{vosk.port}")
+    async with Harness(stt) as h:
+        assert await stt.wait_connected(30)
+        await speak_and_stop(h, caller_speech(SPOKEN) + silence(0.3))
+        assert await h.wait_for(lambda: bool(finals(h)))
+        partials = h.down.of(InterimTranscriptionFrame)
+        marked = [p for p in partials if p.result.get(UPTO_STOP)]
+        assert len(marked) == 1 and marked[0] is partials[-1], [(p.text, p.result) for p in partials]
+        assert marked[0].text.strip()
