@@ -209,6 +209,9 @@ async def test_the_partial_covering_the_utterance_up_to_the_stop_is_marked(vosk:
         await speak_and_stop(h, caller_speech(SPOKEN) + silence(0.3))
         assert await h.wait_for(lambda: bool(finals(h)))
         partials = h.down.of(InterimTranscriptionFrame)
+        # Marked at the stop (server caught up) and/or as the answer to the last audio before the reset;
+        # never before the stop, and the last partial before the final is one of them.
         marked = [p for p in partials if p.result.get(UPTO_STOP)]
-        assert len(marked) == 1 and marked[0] is partials[-1], [(p.text, p.result) for p in partials]
-        assert marked[0].text.strip()
+        assert marked and marked[-1] is partials[-1], [(p.text, p.result) for p in partials]
+        assert all(p.text.strip() for p in marked)
+        assert len(marked) <= 2

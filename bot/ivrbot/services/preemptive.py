@@ -2,13 +2,14 @@
 
 The turn ends (``SpeechTimeoutUserTurnStopStrategy``) once the VAD has stopped *and* Vosk's
 finalized transcript is in, and ``user_speech_timeout`` has passed since the stop. This starts the
-LLM earlier, on the finals of the turn so far plus the latest Vosk partial: at the VAD stop when
-that partial answered all the audio sent when it came (Vosk keeping up, so it holds the last words:
-the VAD waited ``stop_secs`` of silence after them), else on the partial that answers the last audio
-sent before the finalize (Vosk behind real time; that one covers everything up to the stop). It
-runs through Pipecat 1.14's speculation machinery (the aggregator runs the inference on a
-provisional context; nothing is written to the conversation), and the reply's first clause is
-synthesized too. What it produces is held behind the TTS until the turn is confirmed:
+LLM earlier, on the finals of the turn so far plus the Vosk partial that covers the utterance up to
+the VAD's stop (``UPTO_STOP``): at the stop itself when Vosk had answered all the audio sent (what
+is still unsent is the VAD's silence), else the answer to the last audio sent before the finalize
+(Vosk behind real time). A partial from before the stop that Vosk had not caught up with misses the
+last words and is only withdrawn (docs/pipeline.md has the measurement). It runs through Pipecat
+1.14's speculation machinery (the aggregator runs the inference on a provisional context; nothing
+is written to the conversation), and the reply's first clause is synthesized too. What it produces
+is held behind the TTS until the turn is confirmed:
 
 - confirmed, and the final transcript matches the one the reply was started on (``normalize``:
   Unicode NFKC, case, punctuation, whitespace): the held audio plays at once, no second inference;
@@ -46,7 +47,7 @@ from pipecat.turns.types import ProcessFrameResult, UserTurnSpeculation
 from pipecat.turns.user_stop import SpeechTimeoutUserTurnStopStrategy
 
 from ivrbot.logs import get_logger
-from ivrbot.services.vosk_stt import CAUGHT_UP, UPTO_STOP
+from ivrbot.services.vosk_stt import UPTO_STOP
 
 #: set on a speculative reply's ``LLMFullResponseStartFrame`` by the LLM, read by the gate after the TTS
 SPECULATIVE = "ivrbot_speculative"
@@ -72,7 +73,7 @@ class PreemptiveTurnStopStrategy(SpeechTimeoutUserTurnStopStrategy):  # type: ig
     def __init__(self, *, call_id: str = "", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._partial = ""
-        self._partial_current = False
+        self._covered = False  # the latest partial covers the utterance up to the VAD's stop
         self._speculation: UserTurnSpeculation | None = None
         self._log = get_logger(__name__).bind(call_id=call_id)
         #: counters: started, played (matched), withdrawn because the final differed / the caller resumed
@@ -87,25 +88,20 @@ class PreemptiveTurnStopStrategy(SpeechTimeoutUserTurnStopStrategy):  # type: ig
 
     async def process_frame(self, frame: Frame) -> ProcessFrameResult:
         if isinstance(frame, VADUserStartedSpeakingFrame):
+            self._covered = False
             if self._speculation is not None:
                 self.resumed += 1
                 await self._withdraw("caller resumed")
         elif isinstance(frame, InterimTranscriptionFrame):
             self._partial = frame.text
-            flags = frame.result if isinstance(frame.result, dict) else {}
-            self._partial_current = bool(flags.get(CAUGHT_UP))
+            self._covered = isinstance(frame.result, dict) and bool(frame.result.get(UPTO_STOP))
         elif isinstance(frame, TranscriptionFrame):
             self._partial = ""  # partials after a final belong to the next utterance
-            self._partial_current = False
+            self._covered = False
         result = await super().process_frame(frame)
-        if isinstance(frame, VADUserStoppedSpeakingFrame):
-            # Only a partial from a recognizer keeping up covers the last words (it answered all
-            # the audio sent, and the VAD waited stop_secs of silence after them).
-            if self._partial_current:
-                await self._speculate()
-        elif isinstance(frame, InterimTranscriptionFrame) and self._vad_stopped and not self._vad_user_speaking:
-            # Vosk was behind at the stop: the partial that covers the audio up to it is the trigger.
-            if isinstance(frame.result, dict) and frame.result.get(UPTO_STOP):
+        # The STT's stop and the aggregator's own arrive in either order: start on the second.
+        if isinstance(frame, (VADUserStoppedSpeakingFrame, InterimTranscriptionFrame)):
+            if self._covered and self._vad_stopped and not self._vad_user_speaking:
                 await self._speculate()
         return result
 
@@ -146,7 +142,7 @@ class PreemptiveTurnStopStrategy(SpeechTimeoutUserTurnStopStrategy):  # type: ig
 
     async def _reset(self, *, clear_vad_user_speaking: bool) -> None:
         self._partial = ""
-        self._partial_current = False
+        self._covered = False
         await super()._reset(clear_vad_user_speaking=clear_vad_user_speaking)
         # A turn boundary with a speculation unresolved (a watchdog, an interruption): void it.
         await self._withdraw("turn ended unresolved")

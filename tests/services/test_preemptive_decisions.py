@@ -34,7 +34,7 @@ from ivrbot.services.preemptive import (
     normalize,
     transcripts_match,
 )
-from ivrbot.services.vosk_stt import CAUGHT_UP, UPTO_STOP
+from ivrbot.services.vosk_stt import UPTO_STOP
 
 DOWN = FrameDirection.DOWNSTREAM
 
@@ -61,8 +61,9 @@ class Recorder:
         strategy.add_event_handler("on_user_turn_stopped", stopped)
 
 
-def partial(text: str, *, caught_up: bool = True, upto_stop: bool = False) -> InterimTranscriptionFrame:
-    return InterimTranscriptionFrame(text, "caller", "", result={CAUGHT_UP: caught_up, UPTO_STOP: upto_stop})
+def partial(text: str, *, covered: bool = False) -> InterimTranscriptionFrame:
+    """A Vosk partial; ``covered``: the STT marked it as holding everything up to the VAD's stop."""
+    return InterimTranscriptionFrame(text, "caller", "", result={UPTO_STOP: covered})
 
 
 def final(text: str) -> TranscriptionFrame:
@@ -93,16 +94,17 @@ async def settle(rec: Recorder) -> None:
 class TestTurnStopStrategy:
     async def test_matching_final_keeps_the_reply_without_a_second_inference(self) -> None:
         strategy, rec = await strategy_with_recorder()
-        await drive(strategy, VADUserStartedSpeakingFrame(), partial("what are your hours"),
-                    VADUserStoppedSpeakingFrame(), final("What are your hours?"))
+        await drive(strategy, VADUserStartedSpeakingFrame(), partial("what are your"),
+                    partial("what are your hours", covered=True), VADUserStoppedSpeakingFrame(),
+                    final("What are your hours?"))
         await settle(rec)
         assert rec.events == [("inference", "what are your hours"), ("stopped", True)]
         assert (strategy.started, strategy.matched, strategy.mismatched) == (1, 1, 0)
 
     async def test_different_final_withdraws_it_and_answers_the_final(self) -> None:
         strategy, rec = await strategy_with_recorder()
-        await drive(strategy, VADUserStartedSpeakingFrame(), partial("what are your"),
-                    VADUserStoppedSpeakingFrame(), final("what are your hours"))
+        await drive(strategy, VADUserStartedSpeakingFrame(), VADUserStoppedSpeakingFrame(),
+                    partial("what are your", covered=True), final("what are your hours"))
         await settle(rec)
         # withdrawn first, then a normal inference on the committed transcript
         assert rec.events == [("inference", "what are your"), ("cancelled", None), ("inference", None),
@@ -111,28 +113,34 @@ class TestTurnStopStrategy:
 
     async def test_caller_resuming_withdraws_it_before_any_confirmation(self) -> None:
         strategy, rec = await strategy_with_recorder()
-        await drive(strategy, VADUserStartedSpeakingFrame(), partial("what are"), VADUserStoppedSpeakingFrame(),
-                    VADUserStartedSpeakingFrame())
+        await drive(strategy, VADUserStartedSpeakingFrame(), partial("what are", covered=True),
+                    VADUserStoppedSpeakingFrame(), VADUserStartedSpeakingFrame())
         assert rec.events == [("inference", "what are"), ("cancelled", None)]
         assert strategy.pending is None and strategy.resumed == 1
         # The next pause starts a new one on the longer partial, and a matching final keeps it.
-        await drive(strategy, partial("what are your hours"), VADUserStoppedSpeakingFrame(),
-                    final("what are your hours"))
+        await drive(strategy, partial("what are your hours"), VADUserStoppedSpeakingFrame())
+        assert len(rec.events) == 2  # that partial came before the stop without covering it
+        await drive(strategy, partial("what are your hours", covered=True), final("what are your hours"))
         await settle(rec)
         assert rec.events[2:] == [("inference", "what are your hours"), ("stopped", True)]
 
-    async def test_stale_partial_at_the_stop_waits_for_the_one_covering_it(self) -> None:
+    async def test_a_partial_not_covering_the_stop_starts_nothing(self) -> None:
         strategy, rec = await strategy_with_recorder()
-        await drive(strategy, VADUserStartedSpeakingFrame(), partial("what", caught_up=False),
-                    VADUserStoppedSpeakingFrame())
-        assert rec.events == []  # Vosk is behind: that partial misses the last words
-        await drive(strategy, partial("what are you", caught_up=False))
-        assert rec.events == []
-        await drive(strategy, partial("what are your hours", caught_up=False, upto_stop=True))
+        await drive(strategy, VADUserStartedSpeakingFrame(), partial("what"), VADUserStoppedSpeakingFrame(),
+                    partial("what are you"))
+        assert rec.events == []  # Vosk is behind: those partials miss the last words
+        await drive(strategy, partial("what are your hours", covered=True))
         assert rec.events == [("inference", "what are your hours")]
         await drive(strategy, final("what are your hours"))
         await settle(rec)
         assert rec.events[-1] == ("stopped", True)
+
+    async def test_covered_partial_while_the_caller_still_speaks_waits_for_the_stop(self) -> None:
+        strategy, rec = await strategy_with_recorder()
+        await drive(strategy, VADUserStartedSpeakingFrame(), partial("hello", covered=True))
+        assert rec.events == []
+        await drive(strategy, VADUserStoppedSpeakingFrame())
+        assert rec.events == [("inference", "hello")]
 
     async def test_no_words_no_speculation(self) -> None:
         strategy, rec = await strategy_with_recorder()
@@ -141,7 +149,8 @@ class TestTurnStopStrategy:
 
     async def test_turn_ending_unresolved_withdraws_it(self) -> None:
         strategy, rec = await strategy_with_recorder()
-        await drive(strategy, VADUserStartedSpeakingFrame(), partial("hello"), VADUserStoppedSpeakingFrame())
+        await drive(strategy, VADUserStartedSpeakingFrame(), partial("hello", covered=True),
+                    VADUserStoppedSpeakingFrame())
         await strategy.handle_user_turn_stopped()  # e.g. Pipecat's stop watchdog
         assert rec.events == [("inference", "hello"), ("cancelled", None)]
         await strategy.cleanup()
