@@ -30,9 +30,9 @@ from typing import Any
 
 import psutil
 
-from ivrbot.caller import SipCaller
-from ivrbot.local import LocalBot, LocalBotConfig
-from ivrbot.speech_samples import caller_speech, silence
+from ivrbot_tools.caller import SipCaller
+from ivrbot_tools.local import LocalBot, LocalBotConfig
+from ivrbot_tools.speech_samples import caller_speech, silence
 
 QUESTION = "안녕하세요 영업 시간이 어떻게 되나요"
 

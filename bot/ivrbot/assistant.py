@@ -40,6 +40,7 @@ from ivrbot.dtmf_menu import CallControl, DTMFMenu
 from ivrbot.logs import get_logger
 from ivrbot.services.llama_llm import LlamaLLMService
 from ivrbot.services.piper_tts import PiperTTSService
+from ivrbot.services.preemptive import PreemptiveTurnStopStrategy, SpeculativeReplyGate
 from ivrbot.services.vosk_stt import VoskSTTService
 from ivrbot.telemetry.observer import worker_tracing_kwargs
 from ivrbot.vad import make_vad
@@ -95,19 +96,23 @@ class CallAssistant:
             call_id=call_id,
             first_token_timeout=settings.llm_first_token_timeout_secs,
             stall_timeout=settings.llm_stall_timeout_secs,
+            preemptive=settings.preemptive_replies,
         )
         self.tts = PiperTTSService(url=settings.piper_url, sample_rate=settings.tts_sample_rate, call_id=call_id)
         self.dtmf = DTMFMenu(settings.dtmf_map, self, call_id=call_id)
+        self.turn_stop = self._turn_stop_strategy(settings, call_id)
         user_params = LLMUserAggregatorParams(
             vad_analyzer=make_vad(settings.vad, settings.audio_in_sample_rate),
             user_turn_strategies=UserTurnStrategies(
                 start=[VADUserTurnStartStrategy(), TranscriptionUserTurnStartStrategy()],
-                stop=[SpeechTimeoutUserTurnStopStrategy(user_speech_timeout=settings.turn_stop_secs)],
+                stop=[self.turn_stop],
             ),
             # A turn with no words (a cough that interrupted the bot) is not a question.
             empty_user_turn=None,
         )
         self.aggregators = LLMContextAggregatorPair(self.context, user_params=user_params)
+        #: holds a preemptive reply after the TTS until its turn is confirmed (None when off)
+        self.reply_gate = SpeculativeReplyGate() if settings.preemptive_replies else None
         self.pipeline = Pipeline(
             [
                 transport.input(),
@@ -116,6 +121,7 @@ class CallAssistant:
                 self.aggregators.user(),
                 self.llm,
                 self.tts,
+                *([self.reply_gate] if self.reply_gate is not None else []),
                 transport.output(),
                 self.aggregators.assistant(),
             ]
@@ -139,6 +145,12 @@ class CallAssistant:
             clock=clock,
         )
         self._wire(greet_on_start)
+
+    @staticmethod
+    def _turn_stop_strategy(settings: AssistantSettings, call_id: str) -> SpeechTimeoutUserTurnStopStrategy:
+        if settings.preemptive_replies:
+            return PreemptiveTurnStopStrategy(user_speech_timeout=settings.turn_stop_secs, call_id=call_id)
+        return SpeechTimeoutUserTurnStopStrategy(user_speech_timeout=settings.turn_stop_secs)
 
     # call control as seen by the DTMF menu: remember why the call ended -------------------------
 

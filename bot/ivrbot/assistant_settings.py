@@ -100,3 +100,6 @@ class AssistantSettings:
     #: accept a new WebSocket connection within this has stalled: the utterance is reported lost
     #: (apology) and the session replaced. A slow but live server accepts it and is waited for.
     stt_stall_timeout_secs: float = 1.0
+    #: start the reply (LLM and first clause's TTS) at the VAD stop on the latest Vosk partial, and play
+    #: it when the turn is confirmed with a matching final transcript (services/preemptive.py)
+    preemptive_replies: bool = False

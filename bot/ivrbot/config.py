@@ -55,6 +55,7 @@ class BotConfig:
     hangup_phrases: tuple[str, ...] = AssistantSettings.hangup_phrases
     silence_timeout_secs: float = AssistantSettings.silence_timeout_secs
     stt_stall_timeout_secs: float = AssistantSettings.stt_stall_timeout_secs
+    preemptive_replies: bool = AssistantSettings.preemptive_replies
     #: echo caller audio back instead of running the assistant (media tests, network checks)
     echo: bool = False
 
@@ -80,6 +81,7 @@ class BotConfig:
             hangup_phrases=self.hangup_phrases,
             silence_timeout_secs=self.silence_timeout_secs,
             stt_stall_timeout_secs=self.stt_stall_timeout_secs,
+            preemptive_replies=self.preemptive_replies,
         )
 
     def validate(self) -> BotConfig:

@@ -2,23 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import re
 import signal
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
 from harness import Harness
 from pipecat.frames.frames import (
+    EagerEndOfTurnCancelFrame,
     InterruptionFrame,
     LLMContextFrame,
     LLMFullResponseEndFrame,
+    LLMFullResponseStartFrame,
     LLMTextFrame,
 )
 from pipecat.processors.aggregators.llm_context import LLMContext
 from sidecar_procs import SidecarProcess, llama_process
 
 from ivrbot.services.llama_llm import LlamaLLMService
+from ivrbot.services.preemptive import SPECULATIVE
 
 pytestmark = pytest.mark.slow
 
@@ -157,3 +164,50 @@ async def test_paused_server_is_a_stall_error_and_the_next_turn_works(sidecar_lo
     finally:
         os.kill(pid, signal.SIGCONT)
         llama.stop()
+
+
+def _slot_releases(llama: SidecarProcess) -> list[int]:
+    """n_tokens (prompt + generated) of every slot release in llama-server's log, in order."""
+    return [int(m) for m in re.findall(r"stop processing: n_tokens = (\d+)", llama.log_path.read_text())]
+
+
+async def _slots_busy(llama: SidecarProcess) -> bool:
+    async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{llama.port}/slots") as r:
+        return any(slot.get("is_processing") for slot in await r.json())
+
+
+async def test_withdrawn_preemptive_reply_stops_the_llama_slot(llama: SidecarProcess) -> None:
+    """A withdrawn speculative reply closes its stream, and llama-server stops decoding for it."""
+    prompt = "Write a very long story about a dragon who learns to fly. Use at least 300 words."
+    ctx = LLMContext(messages=[{"role": "user", "content": prompt}])
+    story = "You are a helpful assistant."
+    async with Harness(service(llama, story, max_tokens=300)) as h:
+        await h.send(LLMContextFrame(ctx))
+        assert await h.wait_for(lambda: bool(h.down.of(LLMFullResponseEndFrame)), timeout=120)
+    assert await _wait(lambda: _slot_releases(llama) != [])
+    full = _slot_releases(llama)[-1]
+
+    llm = LlamaLLMService(base_url=f"http://127.0.0.1:{llama.port}/v1", system_prompt=story, max_tokens=300,
+                          preemptive=True)
+    async with Harness(llm) as h:
+        before = len(_slot_releases(llama))
+        await h.send(LLMContextFrame(ctx, speculation=True))
+        assert await h.wait_for(lambda: len(h.down.of(LLMTextFrame)) >= 3)
+        # the preemptive gate passes the speculative reply on (it is held after the TTS, not here)
+        assert h.down.of(LLMFullResponseStartFrame)[0].metadata.get(SPECULATIVE) is True
+        await h.send(EagerEndOfTurnCancelFrame())
+        assert await _wait(lambda: len(_slot_releases(llama)) > before)
+        assert not await _slots_busy(llama)
+    stopped_at = _slot_releases(llama)[-1]
+    # The slot was released long before the reply could have finished on its own.
+    assert stopped_at < full - 100, (stopped_at, full)
+
+
+async def _wait(pred: Any, timeout: float = 60.0) -> bool:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not pred():
+        if loop.time() > end:
+            return False
+        await asyncio.sleep(0.05)
+    return True

@@ -20,7 +20,7 @@ from pipecat.frames.frames import (
 )
 from sidecar_procs import SidecarProcess, vosk_process
 
-from ivrbot.services.vosk_stt import VoskSTTService
+from ivrbot.services.vosk_stt import UPTO_STOP, VoskSTTService
 from ivrbot_tools.speech_samples import caller_speech, silence
 
 pytestmark = pytest.mark.slow
@@ -272,3 +272,19 @@ async def test_speech_before_the_first_connection_is_held_and_transcribed_whole(
     assert overlap(SPOKEN, early) > 0, (early, full)
     assert overlap(SPOKEN, early) >= overlap(SPOKEN, full) - 0.15, (early, full)
     assert early.replace(" ", "")[:2] == full.replace(" ", "")[:2], (early, full)
+
+
+async def test_the_partial_covering_the_utterance_up_to_the_stop_is_marked(vosk: SidecarProcess) -> None:
+    """Preemptive replies start on the partial that answers the last audio before the finalize."""
+    stt = VoskSTTService(url=f"ws://127.0.0.1:{vosk.port}")
+    async with Harness(stt) as h:
+        assert await stt.wait_connected(30)
+        await speak_and_stop(h, caller_speech(SPOKEN) + silence(0.3))
+        assert await h.wait_for(lambda: bool(finals(h)))
+        partials = h.down.of(InterimTranscriptionFrame)
+        # Marked at the stop (server caught up) and/or as the answer to the last audio before the reset;
+        # never before the stop, and the last partial before the final is one of them.
+        marked = [p for p in partials if p.result.get(UPTO_STOP)]
+        assert marked and marked[-1] is partials[-1], [(p.text, p.result) for p in partials]
+        assert all(p.text.strip() for p in marked)
+        assert len(marked) <= 2

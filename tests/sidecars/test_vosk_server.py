@@ -298,7 +298,7 @@ async def test_three_sessions_on_two_workers_all_decode_while_the_others_are_ope
 
 def test_a_recognizer_that_decoded_its_share_of_audio_is_let_go(vosk_server: VoskServer) -> None:
     """The graph a recognizer expands grows with what it decodes, so reuse is bounded by audio decoded."""
-    from ivrbot.sidecars.vosk_server import RecognizerConfig, RecognizerPool
+    from ivrbot_sidecars.vosk_server import RecognizerConfig, RecognizerPool
 
     pool = RecognizerPool(vosk_server.model, keep=2, retire_after_s=2.0)
     config = RecognizerConfig(16000.0, words=False)

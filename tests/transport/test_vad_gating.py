@@ -15,8 +15,8 @@ from pipecat.audio.vad.vad_analyzer import VADState
 from ivrbot.assistant_settings import VadSettings
 from ivrbot.audio.g711 import pcm_to_ulaw, ulaw_to_pcm
 from ivrbot.audio.resample import StreamResampler
-from ivrbot.speech_samples import SpeechToolMissing, caller_speech, silence
 from ivrbot.vad import InlineSileroVADAnalyzer, make_vad, vad_params
+from ivrbot_tools.speech_samples import SpeechToolMissing, caller_speech, silence
 
 CHUNK = 1280  # 40 ms at 16 kHz, as OpenSIPSTransport pushes it
 

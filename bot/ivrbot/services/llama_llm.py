@@ -30,6 +30,7 @@ from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.services.openai.llm import OpenAILLMService
 
 from ivrbot.logs import get_logger
+from ivrbot.services.preemptive import PreemptiveLLMGate
 
 log = get_logger(__name__)
 
@@ -100,6 +101,7 @@ class LlamaLLMService(OpenAILLMService):
         first_token_timeout: float = 10.0,
         stall_timeout: float = 4.0,
         connect_timeout: float = 2.0,
+        preemptive: bool = False,
         **kwargs: Any,
     ) -> None:
         if max_tokens <= 0:
@@ -126,6 +128,9 @@ class LlamaLLMService(OpenAILLMService):
             timeout=Timeout(first_token_timeout + stall_timeout, connect=connect_timeout),
             max_retries=0,
         )
+        if preemptive:
+            # A speculative reply goes on to the TTS at once; SpeculativeReplyGate holds it after the TTS.
+            self._speculation_gate = PreemptiveLLMGate(name=f"{self}::PreemptiveLLMGate")
         self._max_tokens = max_tokens
         self._log = log.bind(call_id=call_id, service="llama")
         self._system_prompt = system_prompt

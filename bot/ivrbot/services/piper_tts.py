@@ -26,13 +26,16 @@ from typing import Any
 
 from pipecat.frames.frames import (
     CancelFrame,
+    EagerEndOfTurnCancelFrame,
     EndFrame,
     Frame,
+    InterruptionFrame,
     OutputAudioRawFrame,
     StartFrame,
     TTSAudioRawFrame,
     TTSStoppedFrame,
 )
+from pipecat.processors.frame_processor import FrameDirection
 from pipecat.services.settings import TTSSettings
 from pipecat.services.tts_service import WebsocketTTSService
 from pipecat.utils.errors import ErrorCategory
@@ -248,6 +251,14 @@ class PiperTTSService(WebsocketTTSService):
             await self.remove_audio_context(context_id)
             return
         yield None
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        if isinstance(frame, EagerEndOfTurnCancelFrame):
+            # A preemptive reply was withdrawn (services/preemptive.py): whatever this service is
+            # synthesizing or still has queued belongs to it; drop it as on a barge-in.
+            await self._start_interruption()  # type: ignore[no-untyped-call]
+            await self._handle_interruption(InterruptionFrame(), direction)
 
     async def on_audio_context_interrupted(self, context_id: str) -> None:
         """Cancel the utterance on the server too, so Piper stops spending CPU on it."""

@@ -75,6 +75,12 @@ VOSK_EOF = '{"eof" : 1}'
 
 _Sent = Literal["audio", "reset"]
 
+#: key in an InterimTranscriptionFrame's ``result``: true when the partial covers everything the
+#: caller said up to the VAD's stop: the latest partial, repeated at the stop when the server had
+#: answered all the audio sent (what is left unsent is the VAD's silence), or the answer to the
+#: last audio sent before the finalize (preemptive replies start on it)
+UPTO_STOP = "ivrbot_upto_stop"
+
 #: audio kept while the caller is silent and sent when the VAD starts; covers the VAD's start lag
 #: (start_secs 0.15 s + Silero's 32 ms window + the frame's trip back upstream; see docs/media.md)
 PREROLL_MS = 400
@@ -129,6 +135,7 @@ class VoskSTTService(WebsocketSTTService):
         self._open_timeout = open_timeout
         self._stalled = False
         self._last_rx = 0.0  # loop time of the latest message from the server
+        self._last_partial = ""  # the latest partial of the utterance in progress
         self._log = get_logger(__name__).bind(call_id=call_id, service="vosk")
         self.dropped_audio_bytes = 0
         self.sent_audio_bytes = 0
@@ -326,6 +333,13 @@ class VoskSTTService(WebsocketSTTService):
                 category=ErrorCategory.CONNECTIVITY,
             )
             return
+        if not self._sent and self._last_partial:
+            # Caught up: the latest partial already covers the utterance (the VAD waited stop_secs of
+            # silence after the last word, longer than a batch), so say so now, not after the rest.
+            await self.push_frame(InterimTranscriptionFrame(
+                self._last_partial, self._user_id, time_now_iso8601(), result={"partial": self._last_partial,
+                                                                                UPTO_STOP: True}))
+        self._last_partial = ""
         if rest:
             await self._send_audio(rest)
         # Messages the server has not answered yet: its backlog, which this final waits behind.
@@ -431,10 +445,17 @@ class VoskSTTService(WebsocketSTTService):
         if "partial" in data:
             text = str(data.get("partial") or "").strip()
             if text:
-                await self.push_frame(InterimTranscriptionFrame(text, self._user_id, time_now_iso8601()))
+                # The answer to the last audio before a finalize covers the whole utterance so far.
+                upto_stop = answered == "audio" and bool(self._sent) and self._sent[0] == "reset"
+                self._last_partial = "" if upto_stop else text
+                await self.push_frame(
+                    InterimTranscriptionFrame(text, self._user_id, time_now_iso8601(),
+                                              result={**data, UPTO_STOP: upto_stop})
+                )
             return
         if "text" not in data:
             return
+        self._last_partial = ""
         text = str(data.get("text") or "").strip()
         if answered == "reset":
             self.confirm_finalize()  # type: ignore[no-untyped-call]
