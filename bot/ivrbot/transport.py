@@ -76,7 +76,6 @@ class OpenSIPSInputTransport(BaseInputTransport):
         self._resampler: StreamResampler | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._frames_per_push = transport.input_frame_ms // _PLAYOUT_FRAME_MS
-        self.dtmf_ignored = 0
 
     async def start(self, frame: StartFrame) -> None:
         await super().start(frame)
@@ -126,7 +125,7 @@ class OpenSIPSInputTransport(BaseInputTransport):
             try:
                 button = KeypadEntry(key)
             except ValueError:
-                self.dtmf_ignored += 1  # A-D have no KeypadEntry
+                # A-D have no KeypadEntry and no menu meaning: not passed on
                 continue
             await self.push_frame(InputDTMFFrame(button=button))
 

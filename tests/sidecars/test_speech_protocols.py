@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ivrbot_sidecars import piper_protocol as piper
-from ivrbot_sidecars import vosk_server as vosk
+from ivrbot_sidecars import vosk_protocol as vosk
 from ivrbot_sidecars.text_segments import speakable, split_phonemes, split_segments
 
 DEFAULT = vosk.RecognizerConfig()

@@ -37,6 +37,11 @@ outage; connecting is bounded by ``open_timeout`` so a paused server is retried,
 ``ttfs_p99_latency`` (announced to the turn strategy) is only the safety net for a final that never
 comes: the finalized answer to the reset ends the wait at once, so it is set generously (1.5 s) to
 keep a slow, loaded Vosk from splitting one question into two turns.
+
+Longer than the project's ~450-line norm on purpose: it is one Pipecat service whose connection,
+speech gate, early-audio hold, finalize FIFO and stall probe all act on the same session (the gate
+itself is already its own module); split across modules they would share that state through
+attributes of another object, not through less code.
 """
 
 from __future__ import annotations
