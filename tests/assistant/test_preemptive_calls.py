@@ -50,9 +50,13 @@ def turn_marks(c: Call) -> dict[str, float]:
     return marks
 
 
-async def test_matching_transcript_plays_the_preemptive_reply(
+async def test_a_confirmed_turn_is_answered_once_whether_or_not_the_preemptive_reply_matched(
     vosk: SidecarProcess, piper: SidecarProcess, llama: SidecarProcess, call_control: RecordingCallControl
 ) -> None:
+    # Whether Vosk's final equals the partial the reply was started on is up to the recognizer (it
+    # often adds the last word only when it finalizes: docs/benchmarks.md), so the real stack checks
+    # both outcomes' contract; which branch is taken on which transcripts is unit-tested with fixed
+    # transcripts in tests/services/test_preemptive_decisions.py.
     async with Call(settings(vosk, piper, llama), call_control) as c:
         strategy = c.assistant.turn_stop
         assert isinstance(strategy, PreemptiveTurnStopStrategy)
@@ -62,14 +66,15 @@ async def test_matching_transcript_plays_the_preemptive_reply(
         sent = time.monotonic()
         assert await c.wait_for(lambda: any(r.strip() for r in c.assistant.replies))
         assert await c.wait_for(lambda: c.transport.out_voiced_secs(since=sent) > 0.5)
-        # Started at the pause on the partial, confirmed by a final that matched: the reply that
-        # played is the speculative one, and the LLM was asked exactly once for this turn.
-        assert strategy.started == 1 and strategy.matched == 1, (strategy.started, strategy.matched, asked)
-        assert strategy.mismatched == 0 and strategy.resumed == 0
-        assert len(asked) == 1
-        # The conversation holds the final transcript and the reply, as without preemption.
+        # Started once at the pause on the partial, then either kept (a matching final: the LLM was
+        # asked once) or withdrawn and the final answered instead (asked twice); never both played.
+        assert strategy.started == 1, (strategy.started, asked)
+        assert strategy.matched + strategy.mismatched == 1 and strategy.resumed == 0, (
+            strategy.matched, strategy.mismatched, asked)
+        assert len(asked) == 1 + strategy.mismatched, asked
+        # The conversation holds the final transcript and one reply, as without preemption.
         roles = [m["role"] for m in c.assistant.context.messages]  # type: ignore[index]
-        assert roles[:2] == ["user", "assistant"]
+        assert roles[:2] == ["user", "assistant"] and roles.count("assistant") == 1, roles
         assert c.assistant.errors == []
 
 
