@@ -17,6 +17,7 @@ from ivrbot_operator.ports import PodPorts, PortPool
 from ivrbot_operator.spec import parse_spec
 
 BOT_SRC = Path(__file__).resolve().parents[2] / "bot" / "ivrbot"
+SIDECARS_SRC = Path(__file__).resolve().parents[2] / "sidecars" / "ivrbot_sidecars"
 POOL = PortPool(20000, 20999)
 OWNER = Owner(name="alpha", namespace="voice", uid="uid-1")
 #: what the kubelet puts into fieldRef variables, for the loader
@@ -82,7 +83,7 @@ def test_the_vosk_sidecar_env_is_read_by_the_vosk_server_and_warms_one_recognize
     pod = desired_pod(OWNER, spec, 0, PodPorts(base=20000, rtp_ports=16))
     vosk = next(c for c in pod["spec"]["initContainers"] if c["name"] == "vosk")
     env = {e["name"]: e["value"] for e in vosk["env"] if "value" in e}
-    server_src = (BOT_SRC / "sidecars" / "vosk_server.py").read_text()
+    server_src = (SIDECARS_SRC / "vosk_server.py").read_text()
     unread = sorted(n for n in env if n.startswith("VOSK_") and f'"{n}"' not in server_src)
     assert unread == [], f"the operator sets variables the vosk server never reads: {unread}"
     assert env["VOSK_WARM_RECOGNIZERS"] == str(spec.max_calls)
