@@ -9,7 +9,7 @@ import ivrbot.sip
 
 SIP = Path(ivrbot.sip.__file__).parent
 #: the asyncio shell; everything else under sip/ is sans-IO
-SHELL = {"server"}
+SHELL = {"server", "call"}  # the asyncio shell: the endpoint and its per-call slot
 MAX_LINES = 450
 
 
