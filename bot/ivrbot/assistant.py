@@ -38,6 +38,7 @@ from ivrbot.apology import ApologyAudio, tone_apology
 from ivrbot.assistant_settings import AssistantSettings
 from ivrbot.dtmf_menu import CallControl, DTMFMenu
 from ivrbot.logs import get_logger
+from ivrbot.pause_signal import pause_forwarder
 from ivrbot.services.llama_llm import LlamaLLMService
 from ivrbot.services.piper_tts import PiperTTSService
 from ivrbot.services.preemptive import PreemptiveTurnStopStrategy, SpeculativeReplyGate
@@ -101,8 +102,9 @@ class CallAssistant:
         self.tts = PiperTTSService(url=settings.piper_url, sample_rate=settings.tts_sample_rate, call_id=call_id)
         self.dtmf = DTMFMenu(settings.dtmf_map, self, call_id=call_id)
         self.turn_stop = self._turn_stop_strategy(settings, call_id)
+        self.vad = make_vad(settings.vad, settings.audio_in_sample_rate)
         user_params = LLMUserAggregatorParams(
-            vad_analyzer=make_vad(settings.vad, settings.audio_in_sample_rate),
+            vad_analyzer=self.vad,
             user_turn_strategies=UserTurnStrategies(
                 start=[VADUserTurnStartStrategy(), TranscriptionUserTurnStartStrategy()],
                 stop=[self.turn_stop],
@@ -111,6 +113,8 @@ class CallAssistant:
             empty_user_turn=None,
         )
         self.aggregators = LLMContextAggregatorPair(self.context, user_params=user_params)
+        if settings.preemptive_replies:  # the caller's pause finalizes Vosk and starts the reply
+            self.vad.on_pause = pause_forwarder(self.aggregators.user())
         #: holds a preemptive reply after the TTS until its turn is confirmed (None when off)
         self.reply_gate = SpeculativeReplyGate() if settings.preemptive_replies else None
         self.pipeline = Pipeline(

@@ -61,6 +61,8 @@ class VadSettings:
     start_secs: float = 0.15
     stop_secs: float = 0.3
     min_volume: float = 0.4
+    #: silence after which a pause is signalled (forced Vosk final, preemptive reply); < stop_secs, 0 = none
+    pause_secs: float = 0.15
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,6 @@ class AssistantSettings:
     #: accept a new WebSocket connection within this has stalled: the utterance is reported lost
     #: (apology) and the session replaced. A slow but live server accepts it and is waited for.
     stt_stall_timeout_secs: float = 1.0
-    #: start the reply (LLM and first clause's TTS) at the VAD stop on the latest Vosk partial, and play
-    #: it when the turn is confirmed with a matching final transcript (services/preemptive.py)
+    #: start the reply (LLM and first clause's TTS) at the caller's pause (``vad.pause_secs``) on a forced
+    #: Vosk final, and play it when the turn is confirmed with that transcript (services/preemptive.py)
     preemptive_replies: bool = False

@@ -51,6 +51,7 @@ class BotConfig:
     vad_start_secs: float = VadSettings.start_secs
     vad_stop_secs: float = VadSettings.stop_secs
     vad_min_volume: float = VadSettings.min_volume
+    vad_pause_secs: float = VadSettings.pause_secs
     dtmf_map: dict[str, dict[str, str]] = field(default_factory=dict)
     hangup_phrases: tuple[str, ...] = AssistantSettings.hangup_phrases
     silence_timeout_secs: float = AssistantSettings.silence_timeout_secs
@@ -76,6 +77,7 @@ class BotConfig:
                 start_secs=self.vad_start_secs,
                 stop_secs=self.vad_stop_secs,
                 min_volume=self.vad_min_volume,
+                pause_secs=self.vad_pause_secs,
             ),
             dtmf_map=parse_dtmf_map(self.dtmf_map),
             hangup_phrases=self.hangup_phrases,

@@ -6,6 +6,12 @@ Defaults, and why (8 kHz G.711 upsampled to 16 kHz; line noise and codec artefac
 - stop_secs 0.3 (Pipecat 0.2): phone speakers pause mid-sentence; the STT is finalised at this point,
   so it is the main knob of end-of-question latency (budget VAD->STT <= 500 ms).
 - min_volume 0.4 (Pipecat 0.6): G.711 calls arrive quieter than headset audio, after AGC-less gateways.
+- pause_secs 0.15 (not in Pipecat): a pause, signalled once while the VAD waits out ``stop_secs``
+  (``on_pause(True)``; ``on_pause(False)`` if the caller speaks again before the stop). The STT
+  finalizes Vosk on it and a preemptive reply starts there, so every window earlier is latency
+  hidden; but each pause splits Vosk's decoding and a reply started on a mid-sentence pause is
+  thrown away. 0.15 s (5 Silero windows) is above the stop closures of speech (Korean tense stops
+  hold ~0.1-0.15 s of near silence) and still half of ``stop_secs``. 0 disables it.
 
 The analyzer runs on the event loop, not in Pipecat's one-thread executor: a Silero window costs
 about 0.3 ms, while handing every 20 ms chunk to a thread and waking the loop back up cost more CPU
@@ -30,6 +36,7 @@ from pipecat.audio.vad.vad_analyzer import VADParams, VADState
 from pipecat.audio.volume import VOLUME_WINDOW_SECS
 
 from ivrbot.assistant_settings import VadSettings
+from ivrbot.pause_signal import PauseCallback
 
 SILERO_RATES = (8000, 16000)
 
@@ -42,6 +49,8 @@ def vad_params(settings: VadSettings) -> VADParams:
         raise ValueError(f"VAD min_volume must be in [0, 1], got {settings.min_volume}")
     if settings.start_secs < 0 or settings.stop_secs <= 0:
         raise ValueError("VAD start_secs must be >= 0 and stop_secs > 0")
+    if not 0 <= settings.pause_secs < settings.stop_secs:
+        raise ValueError(f"VAD pause_secs must be in [0, stop_secs={settings.stop_secs}), got {settings.pause_secs}")
     return VADParams(
         confidence=settings.confidence,
         start_secs=settings.start_secs,
@@ -57,15 +66,36 @@ REPLAY_WINDOWS = 8
 class InlineSileroVADAnalyzer(SileroVADAnalyzer):
     """Silero VAD analysed on the caller's task; the model only runs where its answer can matter."""
 
-    def __init__(self, *, sample_rate: int | None = None, params: VADParams | None = None) -> None:
+    def __init__(
+        self, *, sample_rate: int | None = None, params: VADParams | None = None, pause_secs: float = 0.0
+    ) -> None:
+        self._pause_secs = pause_secs
+        self._pause_frames = 0  # silent windows of a pause; 0: no pause signal (set with the params)
+        self._paused = False  # a pause was signalled (or is due) and neither a resume nor the stop came
+        self._signal: bool | None = None  # due to on_pause: True a pause, False a resume
+        #: told of each pause and resume (``pause_signal.pause_forwarder``); None: nobody listens
+        self.on_pause: PauseCallback | None = None
         super().__init__(sample_rate=sample_rate, params=params)
         self._replay: deque[bytes] = deque(maxlen=REPLAY_WINDOWS)
         self._zero_run = 0  # trailing bytes of digital silence fed to the volume tracker
         self.model_windows = 0
         self.skipped_windows = 0
 
+    def set_params(self, params: VADParams) -> None:
+        super().set_params(params)
+        if self._pause_secs > 0 and self.sample_rate:
+            self._pause_frames = max(1, round(self._pause_secs * self.sample_rate / self._vad_frames))
+            if self._pause_frames >= self._vad_stop_frames:
+                raise ValueError(f"VAD pause_secs {self._pause_secs} is not shorter than stop_secs {params.stop_secs}")
+        self._paused, self._signal = False, None
+
     async def analyze_audio(self, buffer: bytes) -> VADState:
-        return self._run_analyzer(buffer)
+        state = self._run_analyzer(buffer)
+        if self._signal is not None:
+            signal, self._signal = self._signal, None
+            if self.on_pause is not None:
+                await self.on_pause(signal)
+        return state
 
     def _get_smoothed_volume(self, audio: bytes) -> float:
         self._volume_tracker.update(audio, self.sample_rate)
@@ -109,16 +139,27 @@ class InlineSileroVADAnalyzer(SileroVADAnalyzer):
                     self._vad_starting_count += 1
                 elif state is VADState.STOPPING:
                     self._vad_state, self._vad_stopping_count = VADState.SPEAKING, 0
+                    if self._paused:  # a resume; one still due with the pause cancels it
+                        self._paused = False
+                        self._signal = None if self._signal else False
             elif state is VADState.STARTING:
                 self._vad_state, self._vad_starting_count = VADState.QUIET, 0
             elif state is VADState.SPEAKING:
                 self._vad_state, self._vad_stopping_count = VADState.STOPPING, 1
+                if self._pause_frames == 1:
+                    self._paused, self._signal = True, True
             elif state is VADState.STOPPING:
                 self._vad_stopping_count += 1
+                if self._vad_stopping_count == self._pause_frames:
+                    self._paused, self._signal = True, True
         if self._vad_state is VADState.STARTING and self._vad_starting_count >= self._vad_start_frames:
             self._vad_state, self._vad_starting_count = VADState.SPEAKING, 0
         if self._vad_state is VADState.STOPPING and self._vad_stopping_count >= self._vad_stop_frames:
             self._vad_state, self._vad_stopping_count = VADState.QUIET, 0
+            if self._paused:  # the stop says it all: a pause not yet signalled is not
+                self._paused = False
+                if self._signal:
+                    self._signal = None
         return self._vad_state
 
 
@@ -126,4 +167,5 @@ def make_vad(settings: VadSettings, sample_rate: int = 16000) -> InlineSileroVAD
     """A Silero analyzer at the transport's input rate (Silero only runs at 8 or 16 kHz)."""
     if sample_rate not in SILERO_RATES:
         raise ValueError(f"Silero VAD runs at 8000 or 16000 Hz, not {sample_rate}")
-    return InlineSileroVADAnalyzer(sample_rate=sample_rate, params=vad_params(settings))
+    return InlineSileroVADAnalyzer(sample_rate=sample_rate, params=vad_params(settings),
+                                   pause_secs=settings.pause_secs)

@@ -2,22 +2,24 @@
 
 The turn ends (``SpeechTimeoutUserTurnStopStrategy``) once the VAD has stopped *and* Vosk's
 finalized transcript is in, and ``user_speech_timeout`` has passed since the stop. This starts the
-LLM earlier, on the finals of the turn so far plus the Vosk partial that covers the utterance up to
-the VAD's stop (``UPTO_STOP``): at the stop itself when Vosk had answered all the audio sent (what
-is still unsent is the VAD's silence), else the answer to the last audio sent before the finalize
-(Vosk behind real time). A partial from before the stop that Vosk had not caught up with misses the
-last words and is only withdrawn (docs/pipeline.md has the measurement). It runs through Pipecat
+LLM earlier: when the VAD hears a pause (``vad.pause_secs`` of silence, before its ``stop_secs``)
+the STT finalizes Vosk there and pushes that final marked ``PAUSE_FINAL``; on it, the reply starts
+on the turn's finals so far, which now end at the pause. A partial was no basis: Vosk's final
+nearly always adds the last word its partials lacked (docs/pipeline.md). It runs through Pipecat
 1.14's speculation machinery (the aggregator runs the inference on a provisional context; nothing
 is written to the conversation), and the reply's first clause is synthesized too. What it produces
 is held behind the TTS until the turn is confirmed:
 
-- confirmed, and the final transcript matches the one the reply was started on (``normalize``:
-  Unicode NFKC, case, punctuation, whitespace): the held audio plays at once, no second inference;
+- confirmed, and the turn's transcript matches the one the reply was started on (``normalize``:
+  Unicode NFKC, case, punctuation, whitespace), which it does when the caller stayed silent from the
+  pause to the stop (the stop's finalize then answers an empty segment): the held audio plays at
+  once, no second inference;
 - confirmed with a different transcript: the speculative reply is withdrawn
   (``EagerEndOfTurnCancelFrame``: the LLM closes its stream, which makes llama-server stop the slot;
   Piper cancels the sentences; the held frames are dropped) and the final is answered as usual;
-- the caller speaks again before the confirmation (a VAD start): withdrawn the same way, nothing
-  of it is ever played, and the next pause may start a new one.
+- the caller speaks again before the confirmation (``UserResumedFrame`` before the VAD's stop, a
+  VAD start after it): withdrawn the same way, nothing of it is ever played, and the next pause may
+  start a new one on the longer transcript.
 
 Pipecat holds a speculative reply inside the LLM service, before the TTS; ``PreemptiveLLMGate``
 moves that hold to ``SpeculativeReplyGate`` after the TTS, so the synthesis is done ahead too.
@@ -32,14 +34,12 @@ from typing import Any
 from pipecat.frames.frames import (
     EagerEndOfTurnCancelFrame,
     Frame,
-    InterimTranscriptionFrame,
     InterruptionFrame,
     LLMFullResponseStartFrame,
     TranscriptionFrame,
     UserStartedSpeakingFrame,
     UserStoppedSpeakingFrame,
     VADUserStartedSpeakingFrame,
-    VADUserStoppedSpeakingFrame,
 )
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.turns.speculation_gate import GatedFrame, SpeculationGate
@@ -47,7 +47,8 @@ from pipecat.turns.types import ProcessFrameResult, UserTurnSpeculation
 from pipecat.turns.user_stop import SpeechTimeoutUserTurnStopStrategy
 
 from ivrbot.logs import get_logger
-from ivrbot.services.vosk_stt import UPTO_STOP
+from ivrbot.pause_signal import UserResumedFrame
+from ivrbot.services.vosk_stt import PAUSE_FINAL
 
 #: set on a speculative reply's ``LLMFullResponseStartFrame`` by the LLM, read by the gate after the TTS
 SPECULATIVE = "ivrbot_speculative"
@@ -68,12 +69,11 @@ def transcripts_match(used: str, final: str) -> bool:
 
 class PreemptiveTurnStopStrategy(SpeechTimeoutUserTurnStopStrategy):  # type: ignore[no-untyped-call]
     """The bot's turn end (VAD stop + finalized transcript + ``user_speech_timeout``), with a
-    speculative reply started at the VAD stop on the finals so far plus the latest partial."""
+    speculative reply started at the caller's pause on the turn's finals up to it."""
 
     def __init__(self, *, call_id: str = "", **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._partial = ""
-        self._covered = False  # the latest partial covers the utterance up to the VAD's stop
+        self._finals: list[str] = []  # the turn's transcriptions, in order
         self._speculation: UserTurnSpeculation | None = None
         self._log = get_logger(__name__).bind(call_id=call_id)
         #: counters: started, played (matched), withdrawn because the final differed / the caller resumed
@@ -86,29 +86,33 @@ class PreemptiveTurnStopStrategy(SpeechTimeoutUserTurnStopStrategy):  # type: ig
     def pending(self) -> UserTurnSpeculation | None:
         return self._speculation
 
+    @property
+    def transcript(self) -> str:
+        """The turn's transcript as the user aggregator joins it."""
+        return " ".join(self._finals)
+
     async def process_frame(self, frame: Frame) -> ProcessFrameResult:
-        if isinstance(frame, VADUserStartedSpeakingFrame):
-            self._covered = False
+        if isinstance(frame, (VADUserStartedSpeakingFrame, UserResumedFrame)):
             if self._speculation is not None:
                 self.resumed += 1
                 await self._withdraw("caller resumed")
-        elif isinstance(frame, InterimTranscriptionFrame):
-            self._partial = frame.text
-            self._covered = isinstance(frame.result, dict) and bool(frame.result.get(UPTO_STOP))
-        elif isinstance(frame, TranscriptionFrame):
-            self._partial = ""  # partials after a final belong to the next utterance
-            self._covered = False
+        if isinstance(frame, UserResumedFrame):
+            # Pipecat's VAD sends no start for speech before its stop: what a start would void, this does
+            # (the pause's final no longer finalizes the turn).
+            await self._discard_pending_end_of_turn()  # type: ignore[no-untyped-call]
+        elif isinstance(frame, TranscriptionFrame) and frame.text.strip():
+            self._finals.append(frame.text.strip())
         result = await super().process_frame(frame)
-        # The STT's stop and the aggregator's own arrive in either order: start on the second.
-        if isinstance(frame, (VADUserStoppedSpeakingFrame, InterimTranscriptionFrame)):
-            if self._covered and self._vad_stopped and not self._vad_user_speaking:
+        if isinstance(frame, TranscriptionFrame) and isinstance(frame.result, dict) and frame.result.get(PAUSE_FINAL):
+            # Still in the pause: after the VAD's stop the turn is about to end anyway.
+            if self._vad_user_speaking and not self._vad_stopped:
                 await self._speculate()
         return result
 
     async def _speculate(self) -> None:
-        if self._speculation is not None or self._transcript_finalized:
-            return  # one at a time; with the final already in, the turn ends now anyway
-        text = (self._text + self._partial).strip()
+        if self._speculation is not None:
+            return  # one at a time
+        text = self.transcript
         if not text:
             return
         self._speculation = UserTurnSpeculation(text=text)
@@ -121,16 +125,16 @@ class PreemptiveTurnStopStrategy(SpeechTimeoutUserTurnStopStrategy):  # type: ig
         if speculation is None:
             await super().trigger_user_turn_stopped(enable_user_speaking_frames=enable_user_speaking_frames)
             return
-        if transcripts_match(speculation.text, self._text):
+        if transcripts_match(speculation.text, self.transcript):
             self.matched += 1
-            self._log.info("preemptive reply kept", text=self._text)
+            self._log.info("preemptive reply kept", text=self.transcript)
             # The UserStoppedSpeakingFrame this broadcasts releases the held reply.
             await self.trigger_user_turn_finalized(
                 enable_user_speaking_frames=enable_user_speaking_frames, confirms_speculation=True
             )
             return
         self.mismatched += 1
-        self._log.info("preemptive reply withdrawn", used=speculation.text, final=self._text)
+        self._log.info("preemptive reply withdrawn", used=speculation.text, final=self.transcript)
         await self.trigger_user_turn_speculation_cancelled()  # type: ignore[no-untyped-call]
         await super().trigger_user_turn_stopped(enable_user_speaking_frames=enable_user_speaking_frames)
 
@@ -141,8 +145,7 @@ class PreemptiveTurnStopStrategy(SpeechTimeoutUserTurnStopStrategy):  # type: ig
             await self.trigger_user_turn_speculation_cancelled()  # type: ignore[no-untyped-call]
 
     async def _reset(self, *, clear_vad_user_speaking: bool) -> None:
-        self._partial = ""
-        self._covered = False
+        self._finals = []
         await super()._reset(clear_vad_user_speaking=clear_vad_user_speaking)
         # A turn boundary with a speculation unresolved (a watchdog, an interruption): void it.
         await self._withdraw("turn ended unresolved")

@@ -60,6 +60,10 @@ class SpeechGate:
         self.speaking = False
         return self._take()
 
+    def flush(self) -> bytes:
+        """A pause inside the utterance: what is buffered, to send before finalizing; still speaking."""
+        return self._take()
+
     def clear(self) -> None:
         """Forget what is buffered (a new recognizer session has no use for old audio)."""
         self.bytes_skipped += len(self._buf)

@@ -13,6 +13,15 @@ already knows the caller stopped, so on ``VADUserStoppedSpeakingFrame`` the serv
 STT TTFB measurement: VAD stop -> final transcript). The server answers every message with exactly
 one JSON message, in order, so a FIFO of what was sent tells which final answers the reset.
 
+A pause inside the turn (``UserPausedFrame``: the VAD has heard ``pause_secs`` of silence and is
+still waiting out its stop) is finalized the same way, without closing the speech gate: the final
+is pushed marked ``PAUSE_FINAL`` and the server goes on with a fresh decoder. Audio sent during the
+pause is silence by the VAD's judgement, so partials answering it are not pushed (a stray word from
+line noise would tell the turn strategy more text is coming). If the caller resumes, that audio is
+decoded as a new segment and its final follows as a second transcription of the same turn (the user
+aggregator joins them in order); if not, the finalize at the VAD's stop answers an empty segment,
+which pushes nothing (the turn already has its finalized transcript, so it ends without waiting).
+
 Speech that comes before the call's first connection is up (a caller who talks at once, a bot whose
 event loop is busy setting the call up) is held and sent, in order, as soon as it is: the first
 syllables of a call are never dropped for being early. Up to ``EARLY_MAX_S`` of it; a first
@@ -72,19 +81,22 @@ from websockets.asyncio.client import connect as websocket_connect
 from websockets.protocol import State
 
 from ivrbot.logs import get_logger
+from ivrbot.pause_signal import UserPausedFrame, UserResumedFrame
 from ivrbot.services.speech_gate import SpeechGate
 
 #: exact strings: vosk-server compares these byte for byte
 VOSK_RESET = '{"reset" : 1}'
 VOSK_EOF = '{"eof" : 1}'
 
-_Sent = Literal["audio", "reset"]
+#: what each message sent was: speech, audio during a signalled pause, a finalize at the VAD's stop,
+#: at a pause, or at a pause the caller has since resumed after (the server answers each with one
+#: message, in order)
+_Sent = Literal["audio", "hush", "reset", "pause", "pause-resumed"]
+_RESETS = ("reset", "pause", "pause-resumed")
 
-#: key in an InterimTranscriptionFrame's ``result``: true when the partial covers everything the
-#: caller said up to the VAD's stop: the latest partial, repeated at the stop when the server had
-#: answered all the audio sent (what is left unsent is the VAD's silence), or the answer to the
-#: last audio sent before the finalize (preemptive replies start on it)
-UPTO_STOP = "ivrbot_upto_stop"
+#: key in a TranscriptionFrame's ``result``: true when the final answers a finalize at a pause, not
+#: at the VAD's stop (preemptive replies start on it)
+PAUSE_FINAL = "ivrbot_pause_final"
 
 #: audio kept while the caller is silent and sent when the VAD starts; covers the VAD's start lag
 #: (start_secs 0.15 s + Silero's 32 ms window + the frame's trip back upstream; see docs/media.md)
@@ -140,7 +152,7 @@ class VoskSTTService(WebsocketSTTService):
         self._open_timeout = open_timeout
         self._stalled = False
         self._last_rx = 0.0  # loop time of the latest message from the server
-        self._last_partial = ""  # the latest partial of the utterance in progress
+        self._paused = False  # a pause was finalized and the caller has not resumed: audio sent is "hush"
         self._log = get_logger(__name__).bind(call_id=call_id, service="vosk")
         self.dropped_audio_bytes = 0
         self.sent_audio_bytes = 0
@@ -305,7 +317,7 @@ class VoskSTTService(WebsocketSTTService):
                 self.dropped_audio_bytes += len(data)
             return
         # Recorded before the send: its answer may be received while the send still waits to drain.
-        self._sent.append("audio")
+        self._sent.append("hush" if self._paused else "audio")
         try:
             await ws.send(data)
         except Exception as exc:
@@ -318,7 +330,12 @@ class VoskSTTService(WebsocketSTTService):
         await super().process_frame(frame, direction)
         if isinstance(frame, VADUserStoppedSpeakingFrame):
             await self.finalize()
+        elif isinstance(frame, UserPausedFrame):
+            await self._finalize_pause()
+        elif isinstance(frame, UserResumedFrame):
+            self._resumed()
         elif isinstance(frame, VADUserStartedSpeakingFrame):
+            self._resumed()
             preroll = self._gate.start()
             if preroll:
                 await self._send_audio(preroll)
@@ -338,18 +355,32 @@ class VoskSTTService(WebsocketSTTService):
                 category=ErrorCategory.CONNECTIVITY,
             )
             return
-        if not self._sent and self._last_partial:
-            # Caught up: the latest partial already covers the utterance (the VAD waited stop_secs of
-            # silence after the last word, longer than a batch), so say so now, not after the rest.
-            await self.push_frame(InterimTranscriptionFrame(
-                self._last_partial, self._user_id, time_now_iso8601(), result={"partial": self._last_partial,
-                                                                                UPTO_STOP: True}))
-        self._last_partial = ""
         if rest:
             await self._send_audio(rest)
+        self._paused = False
+        await self._send_reset(ws, "reset")
+
+    async def _finalize_pause(self) -> None:
+        """The caller paused mid-turn: the final of what was said so far, while the gate stays open."""
+        ws = self._websocket
+        if not self._gate.speaking or self._first_pending or ws is None or not self._connected.is_set():
+            return  # nothing of this utterance on a session: the finalize at the stop covers it
+        rest = self._gate.flush()
+        if rest:
+            await self._send_audio(rest)
+        await self._send_reset(ws, "pause")
+        self._paused = True
+
+    def _resumed(self) -> None:
+        """The caller speaks again: a pause final still to come no longer ends the turn's transcript."""
+        self._paused = False
+        if "pause" in self._sent:
+            self._sent = deque("pause-resumed" if k == "pause" else k for k in self._sent)
+
+    async def _send_reset(self, ws: Any, kind: _Sent) -> None:
         # Messages the server has not answered yet: its backlog, which this final waits behind.
-        self._log.info("stt finalize", unanswered=len(self._sent), sent_kb=self.sent_audio_bytes // 1024)
-        self._sent.append("reset")
+        self._log.info("stt finalize", at=kind, unanswered=len(self._sent), sent_kb=self.sent_audio_bytes // 1024)
+        self._sent.append(kind)
         self._resets.append(asyncio.get_running_loop().time())
         try:
             await ws.send(VOSK_RESET)
@@ -443,32 +474,27 @@ class VoskSTTService(WebsocketSTTService):
         if not self._sent:
             return  # nothing outstanding: an answer to a session given up on (stale), or unsolicited
         answered = self._sent.popleft()
-        if answered == "reset" and self._resets:
+        finalized = answered in _RESETS
+        if finalized and self._resets:
             self._resets.popleft()
         if not isinstance(data, dict):
             return
         if "partial" in data:
             text = str(data.get("partial") or "").strip()
-            if text:
-                # The answer to the last audio before a finalize covers the whole utterance so far.
-                upto_stop = answered == "audio" and bool(self._sent) and self._sent[0] == "reset"
-                self._last_partial = "" if upto_stop else text
-                await self.push_frame(
-                    InterimTranscriptionFrame(text, self._user_id, time_now_iso8601(),
-                                              result={**data, UPTO_STOP: upto_stop})
-                )
+            if text and answered != "hush":
+                await self.push_frame(InterimTranscriptionFrame(text, self._user_id, time_now_iso8601(), result=data))
             return
         if "text" not in data:
             return
-        self._last_partial = ""
         text = str(data.get("text") or "").strip()
-        if answered == "reset":
+        if finalized and answered != "pause-resumed":  # that one is followed by the resumed speech's final
             self.confirm_finalize()  # type: ignore[no-untyped-call]
         if text:
             await self.stop_processing_metrics()
-            await self.push_frame(TranscriptionFrame(text, self._user_id, time_now_iso8601(), result=data))
+            result = {**data, PAUSE_FINAL: answered == "pause"}
+            await self.push_frame(TranscriptionFrame(text, self._user_id, time_now_iso8601(), result=result))
             await self._handle_transcription(text, True)
-        elif answered == "reset":
+        elif answered != "pause-resumed" and finalized:
             # An empty final (silence, or a click the VAD took for speech): nothing to finalize.
             self._finalize_pending = False
             await self.stop_processing_metrics()
