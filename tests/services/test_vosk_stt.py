@@ -20,7 +20,8 @@ from pipecat.frames.frames import (
 )
 from sidecar_procs import SidecarProcess, vosk_process
 
-from ivrbot.services.vosk_stt import UPTO_STOP, VoskSTTService
+from ivrbot.pause_signal import UserPausedFrame, UserResumedFrame
+from ivrbot.services.vosk_stt import PAUSE_FINAL, VoskSTTService
 from ivrbot_tools.speech_samples import caller_speech, silence
 
 pytestmark = pytest.mark.slow
@@ -274,17 +275,89 @@ async def test_speech_before_the_first_connection_is_held_and_transcribed_whole(
     assert early.replace(" ", "")[:2] == full.replace(" ", "")[:2], (early, full)
 
 
-async def test_the_partial_covering_the_utterance_up_to_the_stop_is_marked(vosk: SidecarProcess) -> None:
-    """Preemptive replies start on the partial that answers the last audio before the finalize."""
+FIRST, SECOND = "안녕하세요", "감사합니다"
+
+
+async def speak(h: Harness, pcm: bytes) -> None:
+    """Audio as the transport delivers it, returned once it has gone through the service."""
+    frames = audio_frames(pcm)
+    before = len(h.down.of(InputAudioRawFrame))
+    await h.send(*frames)
+    assert await h.wait_for(lambda: len(h.down.of(InputAudioRawFrame)) >= before + len(frames))
+
+
+async def test_a_pause_gives_a_pause_final_and_a_silent_stop_an_empty_segment(vosk: SidecarProcess) -> None:
     stt = VoskSTTService(url=f"ws://127.0.0.1:{vosk.port}")
     async with Harness(stt) as h:
         assert await stt.wait_connected(30)
-        await speak_and_stop(h, caller_speech(SPOKEN) + silence(0.3))
+        await h.send(VADUserStartedSpeakingFrame(start_secs=0.15))
+        await speak(h, caller_speech(SPOKEN) + silence(0.15))
+        await h.send(UserPausedFrame())
+        # The final of what was said, before any stop, marked as a pause's and finalized.
         assert await h.wait_for(lambda: bool(finals(h)))
-        partials = h.down.of(InterimTranscriptionFrame)
-        # Marked at the stop (server caught up) and/or as the answer to the last audio before the reset;
-        # never before the stop, and the last partial before the final is one of them.
-        marked = [p for p in partials if p.result.get(UPTO_STOP)]
-        assert marked and marked[-1] is partials[-1], [(p.text, p.result) for p in partials]
-        assert all(p.text.strip() for p in marked)
-        assert len(marked) <= 2
+        pause_final = finals(h)[0]
+        assert pause_final.result[PAUSE_FINAL] is True and overlap(SPOKEN, pause_final.text) > 0
+        # The caller stays silent until the VAD's stop: that finalize answers an empty segment.
+        await speak(h, silence(0.15))
+        await h.send(VADUserStoppedSpeakingFrame(stop_secs=0.3))
+        assert await h.wait_for(lambda: not stt._sent)
+        assert h.down.of(TranscriptionFrame) == [pause_final]
+        assert stt.dropped_audio_bytes == 0
+        # The session goes on: the next utterance is decoded from the start.
+        await speak_and_stop(h, caller_speech(SECOND))
+        assert await h.wait_for(lambda: len(finals(h)) == 2)
+        assert finals(h)[1].text.strip() and finals(h)[1].result[PAUSE_FINAL] is False
+
+
+def similarity(a: str, b: str) -> float:
+    return len(hangul(a) & hangul(b)) / max(1, len(hangul(a) | hangul(b)))
+
+
+async def alone(vosk: SidecarProcess, text: str) -> str:
+    """What Vosk hears in ``text`` said on its own (espeak's Korean is far from what it was trained on)."""
+    stt = VoskSTTService(url=f"ws://127.0.0.1:{vosk.port}")
+    async with Harness(stt) as h:
+        assert await stt.wait_connected(30)
+        await speak_and_stop(h, caller_speech(text) + silence(0.15))
+        assert await h.wait_for(lambda: bool(finals(h)))
+        return str(finals(h)[0].text)
+
+
+async def test_resuming_after_a_pause_final_gives_the_rest_as_a_second_final_in_order(vosk: SidecarProcess) -> None:
+    heard_first, heard_second = await alone(vosk, FIRST), await alone(vosk, SECOND)
+    assert similarity(heard_first, heard_second) < 0.5, (heard_first, heard_second)
+    stt = VoskSTTService(url=f"ws://127.0.0.1:{vosk.port}")
+    async with Harness(stt) as h:
+        assert await stt.wait_connected(30)
+        await h.send(VADUserStartedSpeakingFrame(start_secs=0.15))
+        await speak(h, caller_speech(FIRST) + silence(0.15))
+        await h.send(UserPausedFrame())
+        assert await h.wait_for(lambda: bool(finals(h)))
+        await speak(h, silence(0.1))
+        await h.send(UserResumedFrame())
+        await speak(h, caller_speech(SECOND) + silence(0.3))
+        await h.send(VADUserStoppedSpeakingFrame(stop_secs=0.3))
+        assert await h.wait_for(lambda: len(finals(h)) == 2)
+        first, second = finals(h)
+        assert first.result[PAUSE_FINAL] is True and second.result[PAUSE_FINAL] is False
+        # each segment holds its own words, in order: the first is not decoded again, the rest not lost
+        assert similarity(first.text, heard_first) > similarity(first.text, heard_second), (first.text, heard_first)
+        assert similarity(second.text, heard_second) > similarity(second.text, heard_first), (
+            second.text, heard_second)
+
+
+async def test_a_pause_final_overtaken_by_the_resume_does_not_finalize_the_turn(vosk: SidecarProcess) -> None:
+    """The caller resumed before the pause's final came: the turn waits for the final of the rest."""
+    stt = VoskSTTService(url=f"ws://127.0.0.1:{vosk.port}")
+    async with Harness(stt) as h:
+        assert await stt.wait_connected(30)
+        await h.send(VADUserStartedSpeakingFrame(start_secs=0.15))
+        await speak(h, caller_speech(FIRST) + silence(0.15))
+        await h.send(UserPausedFrame(), UserResumedFrame())
+        await speak(h, caller_speech(SECOND) + silence(0.3))
+        await h.send(VADUserStoppedSpeakingFrame(stop_secs=0.3))
+        assert await h.wait_for(lambda: len(h.down.of(TranscriptionFrame)) == 2)
+        first, second = h.down.of(TranscriptionFrame)
+        # (the resume is handled at once; the server's answer takes it a decode of the buffered audio)
+        assert not first.finalized and first.result[PAUSE_FINAL] is False and first.text.strip()
+        assert second.finalized and second.text.strip() and second.result[PAUSE_FINAL] is False
