@@ -7,15 +7,16 @@ import asyncio
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from pipecat.frames.frames import (
     EagerEndOfTurnCancelFrame,
     Frame,
-    InterimTranscriptionFrame,
     LLMFullResponseEndFrame,
     LLMFullResponseStartFrame,
     LLMTextFrame,
+    STTMetadataFrame,
     TranscriptionFrame,
     TTSAudioRawFrame,
     UserStartedSpeakingFrame,
@@ -26,6 +27,7 @@ from pipecat.frames.frames import (
 from pipecat.processors.frame_processor import FrameDirection
 from pipecat.utils.asyncio.task_manager import TaskManager
 
+from ivrbot.pause_signal import UserPausedFrame, UserResumedFrame
 from ivrbot.services.preemptive import (
     SPECULATIVE,
     PreemptiveLLMGate,
@@ -34,7 +36,7 @@ from ivrbot.services.preemptive import (
     normalize,
     transcripts_match,
 )
-from ivrbot.services.vosk_stt import UPTO_STOP
+from ivrbot.services.vosk_stt import PAUSE_FINAL
 
 DOWN = FrameDirection.DOWNSTREAM
 
@@ -61,13 +63,9 @@ class Recorder:
         strategy.add_event_handler("on_user_turn_stopped", stopped)
 
 
-def partial(text: str, *, covered: bool = False) -> InterimTranscriptionFrame:
-    """A Vosk partial; ``covered``: the STT marked it as holding everything up to the VAD's stop."""
-    return InterimTranscriptionFrame(text, "caller", "", result={UPTO_STOP: covered})
-
-
-def final(text: str) -> TranscriptionFrame:
-    frame = TranscriptionFrame(text, "caller", "")
+def final(text: str, *, pause: bool = False) -> TranscriptionFrame:
+    """A finalized Vosk transcription; ``pause``: it answers the finalize at the caller's pause."""
+    frame = TranscriptionFrame(text, "caller", "", result={"text": text, PAUSE_FINAL: pause})
     frame.finalized = True
     return frame
 
@@ -92,65 +90,80 @@ async def settle(rec: Recorder) -> None:
 
 
 class TestTurnStopStrategy:
-    async def test_matching_final_keeps_the_reply_without_a_second_inference(self) -> None:
+    async def test_pause_final_starts_it_and_a_silent_stop_plays_it_without_a_second_inference(self) -> None:
         strategy, rec = await strategy_with_recorder()
-        await drive(strategy, VADUserStartedSpeakingFrame(), partial("what are your"),
-                    partial("what are your hours", covered=True), VADUserStoppedSpeakingFrame(),
-                    final("What are your hours?"))
+        await drive(strategy, STTMetadataFrame(service_name="vosk", ttfs_p99_latency=1.5),
+                    VADUserStartedSpeakingFrame(), UserPausedFrame(), final("what are your hours", pause=True))
+        assert rec.events == [("inference", "what are your hours")]
+        # The stop's finalize answers an empty segment, which pushes nothing: the turn ends on its own.
+        await drive(strategy, VADUserStoppedSpeakingFrame())
         await settle(rec)
         assert rec.events == [("inference", "what are your hours"), ("stopped", True)]
         assert (strategy.started, strategy.matched, strategy.mismatched) == (1, 1, 0)
 
-    async def test_different_final_withdraws_it_and_answers_the_final(self) -> None:
+    async def test_more_words_without_a_resume_withdraw_it_and_answer_the_whole_turn(self) -> None:
         strategy, rec = await strategy_with_recorder()
-        await drive(strategy, VADUserStartedSpeakingFrame(), VADUserStoppedSpeakingFrame(),
-                    partial("what are your", covered=True), final("what are your hours"))
+        await drive(strategy, VADUserStartedSpeakingFrame(), final("what are your", pause=True),
+                    VADUserStoppedSpeakingFrame(), final("hours"))
         await settle(rec)
         # withdrawn first, then a normal inference on the committed transcript
         assert rec.events == [("inference", "what are your"), ("cancelled", None), ("inference", None),
                               ("stopped", False)]
         assert (strategy.matched, strategy.mismatched) == (0, 1)
 
-    async def test_caller_resuming_withdraws_it_before_any_confirmation(self) -> None:
+    async def test_caller_resuming_withdraws_it_and_the_next_pause_starts_one_on_the_whole_turn(self) -> None:
         strategy, rec = await strategy_with_recorder()
-        await drive(strategy, VADUserStartedSpeakingFrame(), partial("what are", covered=True),
-                    VADUserStoppedSpeakingFrame(), VADUserStartedSpeakingFrame())
+        await drive(strategy, STTMetadataFrame(service_name="vosk", ttfs_p99_latency=1.5),
+                    VADUserStartedSpeakingFrame(), final("what are", pause=True), UserResumedFrame())
         assert rec.events == [("inference", "what are"), ("cancelled", None)]
         assert strategy.pending is None and strategy.resumed == 1
-        # The next pause starts a new one on the longer partial, and a matching final keeps it.
-        await drive(strategy, partial("what are your hours"), VADUserStoppedSpeakingFrame())
-        assert len(rec.events) == 2  # that partial came before the stop without covering it
-        await drive(strategy, partial("what are your hours", covered=True), final("what are your hours"))
-        await settle(rec)
-        assert rec.events[2:] == [("inference", "what are your hours"), ("stopped", True)]
-
-    async def test_a_partial_not_covering_the_stop_starts_nothing(self) -> None:
-        strategy, rec = await strategy_with_recorder()
-        await drive(strategy, VADUserStartedSpeakingFrame(), partial("what"), VADUserStoppedSpeakingFrame(),
-                    partial("what are you"))
-        assert rec.events == []  # Vosk is behind: those partials miss the last words
-        await drive(strategy, partial("what are your hours", covered=True))
-        assert rec.events == [("inference", "what are your hours")]
-        await drive(strategy, final("what are your hours"))
-        await settle(rec)
-        assert rec.events[-1] == ("stopped", True)
-
-    async def test_covered_partial_while_the_caller_still_speaks_waits_for_the_stop(self) -> None:
-        strategy, rec = await strategy_with_recorder()
-        await drive(strategy, VADUserStartedSpeakingFrame(), partial("hello", covered=True))
-        assert rec.events == []
+        await drive(strategy, final("your hours", pause=True))
+        assert rec.events[2:] == [("inference", "what are your hours")]
         await drive(strategy, VADUserStoppedSpeakingFrame())
-        assert rec.events == [("inference", "hello")]
+        await settle(rec)
+        assert rec.events[3:] == [("stopped", True)] and strategy.matched == 1
+
+    async def test_after_a_resume_the_turn_waits_for_the_final_of_the_rest(self) -> None:
+        strategy, rec = await strategy_with_recorder()
+        await drive(strategy, STTMetadataFrame(service_name="vosk", ttfs_p99_latency=1.5),
+                    VADUserStartedSpeakingFrame(), final("what are", pause=True), UserResumedFrame(),
+                    VADUserStoppedSpeakingFrame())
+        # The pause's final no longer finalizes the turn: the rest is still being decoded.
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(rec.stopped.wait(), 0.3)
+        await drive(strategy, final("your hours"))
+        await settle(rec)
+        assert rec.events[-1] == ("stopped", False) and strategy.transcript == "what are your hours"
+
+    async def test_caller_speaking_again_after_the_stop_withdraws_it(self) -> None:
+        strategy = PreemptiveTurnStopStrategy(user_speech_timeout=5)
+        await strategy.setup(SimpleNamespace(task_manager=TaskManager(loop=asyncio.get_running_loop())))  # type: ignore[arg-type]
+        rec = Recorder(strategy)
+        await strategy.handle_user_turn_started()
+        await drive(strategy, VADUserStartedSpeakingFrame(), final("what are", pause=True),
+                    VADUserStoppedSpeakingFrame(), VADUserStartedSpeakingFrame())
+        assert rec.events == [("inference", "what are"), ("cancelled", None)] and strategy.resumed == 1
+        await strategy.cleanup()
+
+    async def test_only_a_pause_final_during_the_pause_starts_one(self) -> None:
+        strategy, rec = await strategy_with_recorder()
+        # a final of the stop's finalize, or a pause's final arriving after the stop: the turn ends anyway
+        await drive(strategy, VADUserStartedSpeakingFrame(), VADUserStoppedSpeakingFrame(),
+                    final("what are your hours", pause=True))
+        await settle(rec)
+        assert rec.events == [("inference", None), ("stopped", False)] and strategy.started == 0
+        strategy, rec = await strategy_with_recorder()
+        await drive(strategy, VADUserStartedSpeakingFrame(), final("what are your hours"))
+        assert rec.events == [] and strategy.started == 0
 
     async def test_no_words_no_speculation(self) -> None:
         strategy, rec = await strategy_with_recorder()
-        await drive(strategy, VADUserStartedSpeakingFrame(), VADUserStoppedSpeakingFrame())
+        await drive(strategy, VADUserStartedSpeakingFrame(), UserPausedFrame(), VADUserStoppedSpeakingFrame())
         assert rec.events == [] and strategy.started == 0
 
     async def test_turn_ending_unresolved_withdraws_it(self) -> None:
         strategy, rec = await strategy_with_recorder()
-        await drive(strategy, VADUserStartedSpeakingFrame(), partial("hello", covered=True),
-                    VADUserStoppedSpeakingFrame())
+        await drive(strategy, VADUserStartedSpeakingFrame(), final("hello", pause=True))
         await strategy.handle_user_turn_stopped()  # e.g. Pipecat's stop watchdog
         assert rec.events == [("inference", "hello"), ("cancelled", None)]
         await strategy.cleanup()
