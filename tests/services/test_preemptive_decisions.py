@@ -152,6 +152,7 @@ class TestTurnStopStrategy:
                     final("what are your hours", pause=True))
         await settle(rec)
         assert rec.events == [("inference", None), ("stopped", False)] and strategy.started == 0
+        assert strategy.late == 1
         strategy, rec = await strategy_with_recorder()
         await drive(strategy, VADUserStartedSpeakingFrame(), final("what are your hours"))
         assert rec.events == [] and strategy.started == 0

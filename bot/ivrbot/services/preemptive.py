@@ -76,8 +76,10 @@ class PreemptiveTurnStopStrategy(SpeechTimeoutUserTurnStopStrategy):  # type: ig
         self._finals: list[str] = []  # the turn's transcriptions, in order
         self._speculation: UserTurnSpeculation | None = None
         self._log = get_logger(__name__).bind(call_id=call_id)
-        #: counters: started, played (matched), withdrawn because the final differed / the caller resumed
+        #: counters: started, played (matched), withdrawn because the final differed / the caller resumed,
+        #: pause finals that came after the VAD's stop (Vosk behind: nothing to win)
         self.started = 0
+        self.late = 0
         self.matched = 0
         self.mismatched = 0
         self.resumed = 0
@@ -107,6 +109,9 @@ class PreemptiveTurnStopStrategy(SpeechTimeoutUserTurnStopStrategy):  # type: ig
             # Still in the pause: after the VAD's stop the turn is about to end anyway.
             if self._vad_user_speaking and not self._vad_stopped:
                 await self._speculate()
+            else:
+                self.late += 1
+                self._log.info("pause final after the VAD stop: no preemptive reply")
         return result
 
     async def _speculate(self) -> None:
