@@ -95,6 +95,11 @@ class BotConfig:
             raise ConfigError(f"rtp_port_max: the range {self.rtp_port_min}-{self.rtp_port_max} holds no RTP/RTCP pair")
         if not self.stt_stall_timeout_secs > 0:
             raise ConfigError(f"stt_stall_timeout_secs: must be > 0, got {self.stt_stall_timeout_secs}")
+        if not 0 <= self.vad_pause_secs < self.vad_stop_secs:
+            raise ConfigError(
+                f"vad_pause_secs: must be >= 0 and shorter than vad_stop_secs ({self.vad_stop_secs}), "
+                f"got {self.vad_pause_secs}"
+            )
         if self.max_calls < 1:
             raise ConfigError(f"max_calls: must be at least 1, got {self.max_calls}")
         for cidr in self.trusted_proxies:

@@ -78,3 +78,11 @@ def test_preemptive_replies_setting_reaches_the_assistant(tmp_path: Path) -> Non
     f = tmp_path / "bot.yaml"
     f.write_text("preemptive_replies: true\n")
     assert load_config(f, env={}).assistant_settings().preemptive_replies is True
+
+
+def test_vad_pause_secs_reaches_the_assistant_and_must_be_shorter_than_the_stop() -> None:
+    assert load_config(env={}).assistant_settings().vad.pause_secs == 0.15
+    assert load_config(env={"IVRBOT_VAD_PAUSE_SECS": "0.1"}).assistant_settings().vad.pause_secs == 0.1
+    for bad in ("0.3", "0.5", "-0.1"):
+        with pytest.raises(ConfigError, match="vad_pause_secs"):
+            load_config(env={"IVRBOT_VAD_PAUSE_SECS": bad})
