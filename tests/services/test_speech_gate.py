@@ -35,6 +35,17 @@ def test_speech_goes_out_in_batches_and_the_stop_flushes_the_rest() -> None:
     assert gate.start() == frame(13)
 
 
+def test_a_pause_flushes_the_rest_and_keeps_sending() -> None:
+    gate = SpeechGate(preroll_bytes=2 * FRAME, batch_bytes=5 * FRAME)
+    gate.start()
+    for i in range(3):
+        gate.feed(frame(i))
+    assert gate.flush() == frame(0) + frame(1) + frame(2)
+    assert gate.speaking and gate.flush() == b""
+    out = [gate.feed(frame(i)) for i in range(3, 8)]
+    assert out[-1] == b"".join(frame(i) for i in range(3, 8)), "batches go on after the pause"
+
+
 def test_start_twice_sends_the_preroll_once() -> None:
     gate = SpeechGate(preroll_bytes=FRAME, batch_bytes=FRAME * 10)
     gate.feed(frame(1))
