@@ -103,3 +103,6 @@ class AssistantSettings:
     #: start the reply (LLM and first clause's TTS) at the VAD stop on the latest Vosk partial, and play
     #: it when the turn is confirmed with a matching final transcript (services/preemptive.py)
     preemptive_replies: bool = False
+    #: while the caller speaks, have llama-server evaluate the transcript so far into its KV cache, so
+    #: the turn's request evaluates only the last words (services/llm_prefill.py)
+    llm_prefill: bool = True
