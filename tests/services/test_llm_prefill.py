@@ -255,3 +255,31 @@ async def test_the_turn_request_finds_the_prefilled_partial_in_llama_servers_cac
     partial_tokens = await n_tokens(llama, partial)
     # every token of the partial but the last (a word boundary may merge differently) came from the cache
     assert with_prefill >= without + partial_tokens - 2, (without, with_prefill, partial_tokens)
+
+
+QUESTION_C = ("어제 받은 진료 때문에 이가 아직도 많이 아프고 잇몸이",
+              "어제 받은 진료 때문에 이가 아직도 많이 아프고 잇몸이 부었어요")
+
+
+@pytest.mark.slow
+async def test_a_reply_asked_for_while_the_prefill_is_evaluated_still_finds_it_cached(
+    llama: SidecarProcess,
+) -> None:
+    """The VAD stop cancels the prefill in flight, and the reply's request follows at once: llama-server
+    evaluates a prompt in one decode step and assigns the next request a slot only after it, when the
+    prefill's slot is free again, so the reply lands on it (with --parallel 2 the other slot is idle)."""
+    llm = LlamaLLMService(base_url=f"http://127.0.0.1:{llama.port}/v1", system_prompt=SYSTEM, max_tokens=8)
+    await llm.warm_up(GREETING)
+    prefill = LLMPrefill(llm, LLMContext(messages=[{"role": "assistant", "content": GREETING}]), call_id="test-call")
+    partial, final = QUESTION_C
+    async with Harness(llm) as h_llm, Harness(prefill) as h:
+        without = await cached_tokens_of_turn(llm, h_llm, QUESTION_A[1])
+        await h.down.push_frame(VADUserStartedSpeakingFrame(), FrameDirection.UPSTREAM)
+        assert await h.wait_for(lambda: bool(h.up.of(VADUserStartedSpeakingFrame)))
+        await h.send(InterimTranscriptionFrame(text=partial, user_id="caller", timestamp=""))
+        assert await h.wait_for(lambda: prefill.sent == 1)
+        await h.down.push_frame(VADUserStoppedSpeakingFrame(), FrameDirection.UPSTREAM)
+        assert await h.wait_for(lambda: prefill.cancelled == 1)
+        with_prefill = await cached_tokens_of_turn(llm, h_llm, final)
+    partial_tokens = await n_tokens(llama, partial)
+    assert with_prefill >= without + partial_tokens - 2, (without, with_prefill, partial_tokens)

@@ -222,7 +222,7 @@ class LLMPrefill(FrameProcessor):
         if self._segment_sent:
             usage = self.last_usage
             self._log.info(
-                "llm prefill stopped at vad stop",
+                "llm prefill stopped",
                 sent=self._segment_sent,
                 in_flight_cancelled=in_flight,
                 covered_chars=len(self.plan.covered),
