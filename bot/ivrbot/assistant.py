@@ -1,7 +1,7 @@
 """One call's assistant: the Pipecat pipeline in the user's fixed order, and what keeps it on the line.
 
-``transport.input() -> [DTMF menu] -> stt -> user aggregator (Silero VAD) -> llm -> tts
--> transport.output() -> assistant aggregator``
+``transport.input() -> [DTMF menu] -> stt -> [LLM prefill] -> user aggregator (Silero VAD) -> llm
+-> tts -> transport.output() -> assistant aggregator``
 
 The DTMF menu is a pass-through for audio that consumes mapped key presses; the VAD lives in the
 user aggregator (Pipecat 1.14), which broadcasts the VAD frames upstream to the STT (finalize
@@ -40,6 +40,7 @@ from ivrbot.dtmf_menu import CallControl, DTMFMenu
 from ivrbot.logs import get_logger
 from ivrbot.pause_signal import pause_forwarder
 from ivrbot.services.llama_llm import LlamaLLMService
+from ivrbot.services.llm_prefill import LLMPrefill
 from ivrbot.services.piper_tts import PiperTTSService
 from ivrbot.services.preemptive import PreemptiveTurnStopStrategy, SpeculativeReplyGate
 from ivrbot.services.vosk_stt import VoskSTTService
@@ -99,6 +100,8 @@ class CallAssistant:
             stall_timeout=settings.llm_stall_timeout_secs,
             preemptive=settings.preemptive_replies,
         )
+        #: prefills llama-server's cache with the transcript while the caller speaks (None when off)
+        self.prefill = LLMPrefill(self.llm, self.context, call_id=call_id) if settings.llm_prefill else None
         self.tts = PiperTTSService(url=settings.piper_url, sample_rate=settings.tts_sample_rate, call_id=call_id)
         self.dtmf = DTMFMenu(settings.dtmf_map, self, call_id=call_id)
         self.turn_stop = self._turn_stop_strategy(settings, call_id)
@@ -122,6 +125,7 @@ class CallAssistant:
                 transport.input(),
                 self.dtmf,
                 self.stt,
+                *([self.prefill] if self.prefill is not None else []),
                 self.aggregators.user(),
                 self.llm,
                 self.tts,

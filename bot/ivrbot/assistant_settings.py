@@ -105,3 +105,6 @@ class AssistantSettings:
     #: start the reply (LLM and first clause's TTS) at the caller's pause (``vad.pause_secs``) on a forced
     #: Vosk final, and play it when the turn is confirmed with that transcript (services/preemptive.py)
     preemptive_replies: bool = False
+    #: while the caller speaks, have llama-server evaluate the transcript so far into its KV cache, so
+    #: the turn's request evaluates only the last words (services/llm_prefill.py)
+    llm_prefill: bool = True

@@ -57,6 +57,7 @@ class BotConfig:
     silence_timeout_secs: float = AssistantSettings.silence_timeout_secs
     stt_stall_timeout_secs: float = AssistantSettings.stt_stall_timeout_secs
     preemptive_replies: bool = AssistantSettings.preemptive_replies
+    llm_prefill: bool = AssistantSettings.llm_prefill
     #: echo caller audio back instead of running the assistant (media tests, network checks)
     echo: bool = False
 
@@ -84,6 +85,7 @@ class BotConfig:
             silence_timeout_secs=self.silence_timeout_secs,
             stt_stall_timeout_secs=self.stt_stall_timeout_secs,
             preemptive_replies=self.preemptive_replies,
+            llm_prefill=self.llm_prefill,
         )
 
     def validate(self) -> BotConfig:

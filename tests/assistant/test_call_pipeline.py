@@ -39,6 +39,9 @@ async def test_speech_in_reply_audio_out(vosk: SidecarProcess, piper: SidecarPro
         assert await c.wait_for(lambda: c.transport.out_voiced_secs(since=asked) > 0.5)
         assert c.assistant.apologies_played == 0 and c.assistant.errors == []
         assert call_control.hangups == []
+        # the LLM prefill (on by default) sat between the STT and the aggregator and saw the partials
+        prefill = c.assistant.prefill
+        assert prefill is not None and prefill.sent >= 1 and prefill.failed == 0
     assert c.finished
 
 

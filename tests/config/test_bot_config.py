@@ -72,6 +72,14 @@ def test_the_sidecars_and_the_stack_serve_where_the_bot_looks_by_default() -> No
     assert (stack.vosk_url, stack.piper_url, stack.llama_url + "/v1") == (bot.vosk_url, bot.piper_url, bot.llama_url)
 
 
+def test_llm_prefill_setting_reaches_the_assistant(tmp_path: Path) -> None:
+    assert load_config(env={}).assistant_settings().llm_prefill is True
+    assert load_config(env={"IVRBOT_LLM_PREFILL": "0"}).assistant_settings().llm_prefill is False
+    f = tmp_path / "bot.yaml"
+    f.write_text("llm_prefill: false\n")
+    assert load_config(f, env={}).assistant_settings().llm_prefill is False
+
+
 def test_preemptive_replies_setting_reaches_the_assistant(tmp_path: Path) -> None:
     assert load_config(env={}).assistant_settings().preemptive_replies is False
     assert load_config(env={"IVRBOT_PREEMPTIVE_REPLIES": "1"}).assistant_settings().preemptive_replies is True

@@ -16,6 +16,10 @@ before. A stall closes the stream (llama-server frees the slot when it next writ
 ``LLMStalled``; Pipecat turns it into an error frame, which the assistant answers with the apology.
 The client never retries on its own: a retry would multiply the wait the caller already sat through,
 and the caller's next turn is the retry.
+
+``prefill()`` sends, while the caller still speaks, the request the turn's reply will begin with
+(built by the same adapter path, so the tokens are the same) with one token to generate: the
+transcript so far is in the slot's KV cache before the real request comes (``llm_prefill.py``).
 """
 
 from __future__ import annotations
@@ -23,11 +27,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from openai import Timeout
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.services.openai.llm import OpenAILLMService
+from pipecat.utils.types import assert_given
 
 from ivrbot.logs import get_logger
 from ivrbot.services.preemptive import PreemptiveLLMGate
@@ -40,6 +46,15 @@ class LLMStalled(TimeoutError):
 
     A ``TimeoutError``, so Pipecat files it as a connectivity failure: the service stays usable.
     """
+
+
+@dataclass(frozen=True)
+class PromptUsage:
+    """What llama-server reported for one request's prompt."""
+
+    prompt_tokens: int
+    #: of those, taken from the slot's KV cache instead of evaluated
+    cached_tokens: int | None
 
 
 class _StallGuardedStream:
@@ -149,12 +164,45 @@ class LlamaLLMService(OpenAILLMService):
         return self._max_tokens
 
     def build_chat_completion_params(self, params_from_context: Any) -> dict[str, Any]:
+        params = self._request_params(params_from_context)
+        self.last_request = params
+        return params
+
+    def _request_params(self, params_from_context: Any) -> dict[str, Any]:
         params: dict[str, Any] = super().build_chat_completion_params(params_from_context)
         # llama-server does not know OpenAI's newer name; send the one it honours.
         params["max_tokens"] = self._max_tokens
         params.pop("max_completion_tokens", None)
-        self.last_request = params
         return params
+
+    async def prefill_request(self, context: LLMContext) -> dict[str, Any]:
+        """The parameters of a reply to ``context``, as ``get_chat_completions`` builds them, made non-streamed
+        with one token to generate (llama-server generates one even for ``max_tokens`` 0)."""
+        settings: Any = self._settings
+        from_context = await self.get_llm_adapter().get_llm_invocation_params(
+            context,
+            system_instruction=assert_given(settings.system_instruction),
+            convert_developer_to_user=not self.supports_developer_role,
+        )
+        params = self._request_params(from_context)
+        params.update(stream=False, max_tokens=1)
+        params.pop("stream_options", None)
+        return params
+
+    async def prefill(self, context: LLMContext) -> PromptUsage:
+        """Have llama-server evaluate ``context`` into a slot's KV cache; returns its prompt usage.
+
+        Cancelling it closes the connection, but llama-server only notices between decode steps: a
+        prompt being evaluated keeps its slot until the evaluation is done (measured, docs/pipeline.md).
+        """
+        params = await self.prefill_request(context)
+        response = await self._client.chat.completions.create(**params)
+        usage = response.usage
+        details = getattr(usage, "prompt_tokens_details", None)
+        return PromptUsage(
+            prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
+            cached_tokens=getattr(details, "cached_tokens", None),
+        )
 
     async def get_chat_completions(self, context: LLMContext) -> Any:
         """The streaming request, bounded until its first token and between tokens (see module doc)."""
@@ -181,6 +229,9 @@ class LlamaLLMService(OpenAILLMService):
     def _token_usage(self, usage: Any) -> Any:
         details = getattr(usage, "prompt_tokens_details", None)
         self.last_cached_tokens = getattr(details, "cached_tokens", None)
+        # llama-server reports usage once, in the stream's last chunk: one line per reply
+        self._log.info("llm prompt", prompt_tokens=getattr(usage, "prompt_tokens", None),
+                       cached_tokens=self.last_cached_tokens)
         return super()._token_usage(usage)
 
     async def warm_up(self, greeting: str = "", warm_up_timeout: float = 30.0) -> float:
