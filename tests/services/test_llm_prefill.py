@@ -25,6 +25,7 @@ from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.frame_processor import FrameDirection
 from sidecar_procs import SidecarProcess
 
+from ivrbot.pause_signal import UserPausedFrame, UserResumedFrame
 from ivrbot.services.llama_llm import LlamaLLMService, PromptUsage
 from ivrbot.services.llm_prefill import LLMPrefill, PrefillPlan
 
@@ -201,6 +202,28 @@ async def test_a_failing_llm_is_counted_and_the_call_goes_on() -> None:
         await h.send(TranscriptionFrame(text="예약 을 하고 싶어요", user_id="caller", timestamp=""))
         assert await h.wait_for(lambda: len(h.down.of(TranscriptionFrame)) == 1, timeout=10)
     assert prefill.completed == 0
+
+
+async def test_a_pause_leaves_the_slot_to_the_preemptive_request_until_the_caller_resumes() -> None:
+    """With preemptive replies the pause's forced final starts the real request: no prefill competes."""
+    llm = FakeLLM()
+    llm.release.set()
+    prefill = LLMPrefill(llm, LLMContext(), call_id="test-call")
+    async with Harness(prefill) as h:
+        await h.down.push_frame(VADUserStartedSpeakingFrame(), FrameDirection.UPSTREAM)
+        await h.send(InterimTranscriptionFrame(text="예약 을", user_id="caller", timestamp=""))
+        assert await h.wait_for(lambda: prefill.completed == 1, timeout=10)
+        await h.down.push_frame(UserPausedFrame(), FrameDirection.UPSTREAM)
+        assert await h.wait_for(lambda: len(h.up.of(UserPausedFrame)) == 1, timeout=10)
+        await h.send(TranscriptionFrame(text="예약 을 하고 싶어요", user_id="caller", timestamp=""))
+        assert await h.wait_for(lambda: len(h.down.of(TranscriptionFrame)) == 1, timeout=10)
+        await asyncio.sleep(0.05)
+        assert llm.calls == ["예약 을"], "nothing is prefilled during the pause"
+        llm.release.set()
+        await h.down.push_frame(UserResumedFrame(), FrameDirection.UPSTREAM)
+        await h.send(InterimTranscriptionFrame(text="내일 오후", user_id="caller", timestamp=""))
+        assert await h.wait_for(lambda: prefill.completed == 2, timeout=10)
+    assert llm.calls[-1] == "예약 을 하고 싶어요 내일 오후"
 
 
 # --- the real llama-server ------------------------------------------------------------------------

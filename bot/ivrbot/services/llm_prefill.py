@@ -18,8 +18,9 @@ user aggregator that feeds it frames and runs the requests. Rules:
 - a transcript is sent only when it has at least ``min_growth`` characters beyond its common prefix
   with the last transcript prefilled: a Vosk partial grows a word at a time (a space and at least one
   syllable), and a repeat or a one-character change is not worth a request;
-- nothing is sent between a VAD stop and the next VAD start (the real request is coming and must
-  not wait behind a prefill for the llama slot); the one in flight is cancelled at the stop.
+- nothing is sent between a VAD stop and the next VAD start, nor during a pause that preemptive
+  replies act on (the real request is coming and must not wait behind a prefill for the llama
+  slot); the one in flight is cancelled at the stop or pause.
   Cancelling closes the connection, but llama-server evaluates the prompt it already started
   (one decode call) and keeps the slot until then: measured in docs/pipeline.md.
 
@@ -48,6 +49,7 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.utils.string import TextPartForConcatenation, concatenate_aggregated_text
 
 from ivrbot.logs import get_logger
+from ivrbot.pause_signal import UserPausedFrame, UserResumedFrame
 from ivrbot.services.llama_llm import PromptUsage
 
 log = get_logger(__name__)
@@ -170,9 +172,10 @@ class LLMPrefill(FrameProcessor):
         await super().process_frame(frame, direction)
         await self.push_frame(frame, direction)
         # the VAD frames come upstream from the aggregator, transcripts downstream from the STT
-        if isinstance(frame, VADUserStartedSpeakingFrame):
+        # a pause (preemptive replies) starts the real request on its forced final: leave it the slot
+        if isinstance(frame, (VADUserStartedSpeakingFrame, UserResumedFrame)):
             self._send(self.plan.vad_started())
-        elif isinstance(frame, VADUserStoppedSpeakingFrame):
+        elif isinstance(frame, (VADUserStoppedSpeakingFrame, UserPausedFrame)):
             self._stop()
         elif isinstance(frame, InterimTranscriptionFrame):
             self._send(self.plan.partial(frame.text, frame.includes_inter_frame_spaces))
