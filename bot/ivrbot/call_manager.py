@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from ivrbot.call_pipeline import CallMedia, CallPipeline, PipelineFactory
 from ivrbot.config import BotConfig
 from ivrbot.logs import get_logger
+from ivrbot.memory import release_call_garbage
 from ivrbot.metrics import Metrics
 from ivrbot.rtp.ports import PortLease, PortPool, PortsExhausted
 from ivrbot.rtp.session import MediaDirection, RtpSession
@@ -204,6 +205,7 @@ class CallManager:
         """Release the call, once; later calls (shutdown after a BYE) do nothing."""
         if active not in self.calls:
             return
+        call_id = active.call_id
         self.calls.discard(active)
         self._ending += 1
         try:
@@ -219,11 +221,19 @@ class CallManager:
         else:  # cancelled (or failed) before the 200 OK: never counted as answered
             self.metrics.call_rejected("cancelled" if reason == "cancelled" else "internal_error")
         log.info(
-            "call ended", call_id=active.call_id, reason=reason,
+            "call ended", call_id=call_id, reason=reason,
             seconds=round(time.monotonic() - active.started, 1), calls=len(self.calls),
         )
+        # once this call's frames (and the SIP shell's that called this) have let go of it
+        asyncio.get_running_loop().call_soon(self._release_garbage, call_id)
         if not self.calls and not self._ending:
             self.idle.set()
+
+    @staticmethod
+    def _release_garbage(call_id: str) -> None:
+        freed = release_call_garbage()
+        log.info("call garbage released", call_id=call_id, objects=freed.objects,
+                  ms=round(freed.seconds * 1000, 1))
 
     async def hangup_all(self) -> None:
         await asyncio.gather(*(active.sip.hangup() for active in list(self.calls)), return_exceptions=True)

@@ -21,6 +21,7 @@ from ivrbot.config import BotConfig, ConfigError, load_config
 from ivrbot.host_address import default_advertised_address
 from ivrbot.http_api import HttpApi
 from ivrbot.logs import get_logger
+from ivrbot.memory import freeze_long_lived
 from ivrbot.metrics import Metrics
 from ivrbot.services.llama_llm import LlamaLLMService
 from ivrbot.sidecar_probe import reachable
@@ -97,7 +98,7 @@ class BotServer:
             mode="echo" if self.config.echo else "assistant",
         )
         if self.config.echo:
-            self._warm.set()
+            self._ready()
         else:
             self._warm_task = asyncio.create_task(self.warm_up(), name="llm-warm-up")
 
@@ -119,6 +120,10 @@ class BotServer:
         finally:
             with contextlib.suppress(Exception):
                 await llm._client.close()  # the service is used outside a pipeline: close its HTTP pool
+        self._ready()
+
+    def _ready(self) -> None:
+        freeze_long_lived()  # what lives as long as the bot stays out of every call's collection
         self._warm.set()
 
     async def drain(self) -> None:

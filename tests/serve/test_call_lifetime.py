@@ -13,6 +13,7 @@ import gc
 import random
 import sys
 import warnings
+import weakref
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,6 +122,8 @@ class Rig:
     sip: SipServer
     phone: Phone
     crash: list[bool]
+    #: every pipeline the factory made, weakly: a call's end must free its own
+    made: list[weakref.ref[CallPipeline]] = field(default_factory=list)
 
     @property
     def to(self) -> tuple[str, int]:
@@ -171,8 +174,12 @@ async def rig() -> AsyncIterator[Rig]:
     crash = [False]
     echo = pipeline_factory(echo=True, settings=SETTINGS, apology=NO_APOLOGY, tracing=False)
 
+    made: list[weakref.ref[CallPipeline]] = []
+
     def pipelines(media: CallMedia) -> CallPipeline:
-        return CrashingEcho(media.transport) if crash[0] else echo(media)
+        pipeline = CrashingEcho(media.transport) if crash[0] else echo(media)
+        made.append(weakref.ref(pipeline))
+        return pipeline
 
     manager = CallManager(CallLimits.from_config(config, "127.0.0.1"), pipelines, metrics=Metrics(),
                           tracing=Tracing(TracingConfig(), None))
@@ -184,7 +191,7 @@ async def rig() -> AsyncIterator[Rig]:
     await loop.create_datagram_endpoint(lambda: phone, local_addr=("127.0.0.1", 0))
     phone.rtp, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0))
     try:
-        yield Rig(manager, app, sip, phone, crash)
+        yield Rig(manager, app, sip, phone, crash, made)
     finally:
         app.gate.set()
         await manager.stop(grace=1.0)
@@ -281,6 +288,20 @@ async def test_every_end_returns_ports_and_tasks(rig: Rig, cause: str) -> None:
     assert events["participant_left"] == 1  # every end, whatever its cause
     if cause == "bye":  # each of the transport's events has its listener: counted on /metrics
         assert events == {"participant_joined": 1, "rtp_started": 1, "participant_left": 1, "error": 0}
+
+
+async def test_an_ended_call_is_freed_without_waiting_for_the_collector(rig: Rig) -> None:
+    """A call's objects are a web of cycles; left to the collector's own schedule they piled up
+    (107 MB between full collections in the soak). The call's end collects them itself."""
+    gc.collect()
+    gc.disable()
+    try:
+        await _bye(rig)
+        await _until(lambda: not rig.manager.calls and rig.manager.idle.is_set())
+        assert rig.made, "the call had a pipeline"
+        await _until(lambda: all(ref() is None for ref in rig.made))
+    finally:
+        gc.enable()
 
 
 def _handle(call_id: str) -> SipCall:
