@@ -30,6 +30,7 @@ from typing import Any
 
 import psutil
 
+from ivrbot_tools import terminate
 from ivrbot_tools.caller import SipCaller
 from ivrbot_tools.local import LocalBot, LocalBotConfig
 from ivrbot_tools.speech_samples import caller_speech, silence
@@ -124,7 +125,7 @@ def main() -> int:
     p.add_argument("--modes", type=lambda s: s.split(","), default=["silent", "talking"])
     p.add_argument("--out", default="docs/bench/call-cpu.json")
     args = p.parse_args()
-    result = asyncio.run(run(args))
+    result = terminate.run(run(args))  # SIGTERM stops the stack it started
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=1))

@@ -24,6 +24,7 @@ from typing import Any
 import aiohttp
 import psutil
 
+from ivrbot_tools import terminate
 from ivrbot_tools.caller import CallFailed, SipCaller
 from ivrbot_tools.local import LocalBot, LocalBotConfig
 from ivrbot_tools.speech_samples import caller_speech, silence
@@ -105,7 +106,7 @@ def main() -> int:
     p.add_argument("--out", default="")
     args = p.parse_args()
     args.out = args.out or f"docs/bench/soak-{args.mode}.json"
-    result = asyncio.run(run(args))
+    result = terminate.run(run(args))  # SIGTERM stops the stack it started
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1))
     print(json.dumps({k: result[k] for k in ("mode", "calls", "failed", "summary")}, indent=1))

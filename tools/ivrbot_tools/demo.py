@@ -8,7 +8,6 @@ answer to a WAV file, and prints what each side said and where the time went.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 import time
 import wave
@@ -17,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ivrbot_tools import terminate
 from ivrbot_tools.caller import SipCaller
 from ivrbot_tools.local import LocalBot, LocalBotConfig, wait_for_event
 
@@ -118,9 +118,11 @@ def main(argv: list[str]) -> int:
     p.add_argument("--out", type=Path, default=Path("out"), help="where the WAV and the bot log go")
     a = p.parse_args(argv)
     try:
-        return asyncio.run(run_demo(a.question, a.out, a.greeting))
+        return terminate.run(run_demo(a.question, a.out, a.greeting))
     except KeyboardInterrupt:
         return 130
+    except terminate.Terminated:
+        return terminate.Terminated.exit_code
     except Exception as exc:
         print(f"ivrbot demo: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import shlex
 import sys
 from pathlib import Path
 
+from ivrbot_tools import terminate
 from ivrbot_tools.bench.profiles import DEFAULT_GREETING, DEFAULT_PROFILES, PROFILES, default_greeting
 from ivrbot_tools.bench.report import markdown_table, write_outputs
 from ivrbot_tools.bench.run import DEFAULT_LEVELS, DEFAULT_OUT, BenchConfig, run_bench, say
@@ -86,9 +86,11 @@ def main(argv: list[str] | None = None) -> int:
         command=shlex.join(["ivrbot", "bench", *(sys.argv[1:] if argv is None else argv)]),
     )
     try:
-        doc = asyncio.run(run_bench(config))
+        doc = terminate.run(run_bench(config))
     except KeyboardInterrupt:
         return 130
+    except terminate.Terminated:
+        return terminate.Terminated.exit_code
     except Exception as exc:
         print(f"ivrbot bench: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
