@@ -5,7 +5,8 @@ Piper ships no streaming server, so the project defines this small protocol (doc
 - the client sends ``{"type": "speak", "id": ..., "text": ..., "flush": true}`` and
   ``{"type": "cancel", "id": ...}``;
 - per utterance the server sends ``{"type": "audio_start", "id"}``, binary s16le mono frames (at
-  most ``frame_ms`` each, every sentence as soon as it is synthesized), then
+  most ``frame_ms`` each, every sentence as soon as it is synthesized; the quiet Piper puts before
+  an utterance's first sound is not sent, it would only delay it), then
   ``{"type": "audio_end", "id", "reason": "done" | "cancelled" | "error"}``.
 
 Why these rules:
@@ -53,6 +54,7 @@ from ivrbot_sidecars.piper_protocol import (
     UttId,
     parse_message,
     pcm_frames,
+    trim_leading_silence,
 )
 from ivrbot_sidecars.process import SidecarError
 from ivrbot_sidecars.text_segments import (
@@ -198,7 +200,7 @@ class _Connection:
                 if segment is None:
                     break
                 utt.taken(segment)
-                sent += await self._synthesize(utt, segment)
+                sent += await self._synthesize(utt, segment, first=sent == 0)
         except _Cancelled:
             reason = "cancelled"
         except Exception as exc:
@@ -208,7 +210,7 @@ class _Connection:
         await self._send({"type": "audio_end", "id": utt.id, "reason": reason})
         self.log.debug("utterance end", id=utt.id, reason=reason, bytes=sent)
 
-    async def _synthesize(self, utt: Utterance, text: str) -> int:
+    async def _synthesize(self, utt: Utterance, text: str, *, first: bool = False) -> int:
         """Stream one segment: the next sentence synthesizes while this one's frames are sent."""
         loop = asyncio.get_running_loop()
         chunks = synthesize_bounded(self.server.voice, text, self.server.max_phonemes)
@@ -220,6 +222,8 @@ class _Connection:
                 if pcm is None:
                     return sent
                 pending = loop.run_in_executor(self.server.pool, _next_chunk, chunks)
+                if first and sent == 0:
+                    pcm = trim_leading_silence(pcm, self.server.sample_rate)
                 for frame in pcm_frames(pcm, self.server.frame_bytes):
                     if utt.cancelled.is_set():
                         raise _Cancelled

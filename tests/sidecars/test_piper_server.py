@@ -87,6 +87,18 @@ async def test_ready_announces_the_voice_rate_and_audio_has_the_right_length(pip
     assert utt.frames >= 2 and utt.frames * 4410 >= len(utt.audio)
 
 
+async def test_an_utterance_starts_with_its_first_sound_not_with_pipers_quiet(piper_url: str) -> None:
+    """Piper opens each pass with 25-35 ms of near-silence: before the first sound of an utterance
+    it is only delay on the caller's clock, so at most one 5 ms block of it is sent."""
+    async with connect(piper_url) as ws:
+        rate = await ready(ws)
+        await ws.send(json.dumps({"type": "speak", "id": "q", "text": "Hello, how can I help?"}))
+        [utt] = await collect(ws, 1)
+    samples = memoryview(bytes(utt.audio)).cast("h")
+    onset = next(i for i, v in enumerate(samples) if abs(v) >= 64)
+    assert onset < 2 * rate * 5 // 1000, onset
+
+
 async def test_one_start_end_pair_per_utterance_in_order(piper_url: str) -> None:
     async with connect(piper_url) as ws:
         await ready(ws)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import array
 import itertools
 import json
 
@@ -80,6 +81,26 @@ def test_piper_sentence_split(buffer: str, complete: str, tail: str) -> None:
 def test_piper_split_loses_no_text(buffer: str) -> None:
     complete, tail = piper.split_complete(buffer)
     assert complete + tail == buffer
+
+
+@given(
+    st.lists(st.integers(-63, 63), max_size=400),
+    st.lists(st.integers(-32768, 32767), max_size=400),
+)
+def test_piper_leading_quiet_is_trimmed_to_one_block_and_nothing_after_it(
+    quiet: list[int], rest: list[int]
+) -> None:
+    """Only the quiet before the first audible block goes; everything from one block before it stays."""
+    rate, block = 22050, 110  # 5 ms blocks
+    pcm = array.array("h", quiet + rest).tobytes()
+    out = piper.trim_leading_silence(pcm, rate)
+    assert pcm.endswith(out)
+    loud = [i for i, v in enumerate(quiet + rest) if abs(v) >= piper.LEAD_PEAK]
+    if not loud:
+        assert out == pcm  # all quiet: kept, not dropped
+        return
+    first_block = loud[0] // block
+    assert len(pcm) - len(out) == max(0, first_block - 1) * block * 2
 
 
 def test_piper_frames_cover_the_audio_in_order() -> None:
