@@ -108,3 +108,7 @@ class AssistantSettings:
     #: while the caller speaks, have llama-server evaluate the transcript so far into its KV cache, so
     #: the turn's request evaluates only the last words (services/llm_prefill.py)
     llm_prefill: bool = True
+    #: the first words of a reply go to Piper at the first word boundary after the model has written
+    #: for this long (two words at least), if no clause break or 40 characters came first
+    #: (services/first_clause.py)
+    tts_first_chunk_secs: float = 0.15

@@ -58,6 +58,7 @@ class BotConfig:
     stt_stall_timeout_secs: float = AssistantSettings.stt_stall_timeout_secs
     preemptive_replies: bool = AssistantSettings.preemptive_replies
     llm_prefill: bool = AssistantSettings.llm_prefill
+    tts_first_chunk_secs: float = AssistantSettings.tts_first_chunk_secs
     #: echo caller audio back instead of running the assistant (media tests, network checks)
     echo: bool = False
 
@@ -86,6 +87,7 @@ class BotConfig:
             stt_stall_timeout_secs=self.stt_stall_timeout_secs,
             preemptive_replies=self.preemptive_replies,
             llm_prefill=self.llm_prefill,
+            tts_first_chunk_secs=self.tts_first_chunk_secs,
         )
 
     def validate(self) -> BotConfig:
@@ -116,6 +118,8 @@ class BotConfig:
                     ipaddress.ip_address(value)
                 except ValueError as exc:
                     raise ConfigError(f"{name}: {value!r} is not an IP address") from exc
+        if not self.tts_first_chunk_secs >= 0:
+            raise ConfigError(f"tts_first_chunk_secs: must be >= 0, got {self.tts_first_chunk_secs}")
         for name in ("llm_first_token_timeout_secs", "llm_stall_timeout_secs"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name}: must be a positive number of seconds, got {getattr(self, name)}")

@@ -94,3 +94,12 @@ def test_vad_pause_secs_reaches_the_assistant_and_must_be_shorter_than_the_stop(
     for bad in ("0.3", "0.5", "-0.1"):
         with pytest.raises(ConfigError, match="vad_pause_secs"):
             load_config(env={"IVRBOT_VAD_PAUSE_SECS": bad})
+
+
+def test_tts_first_chunk_secs_reaches_the_assistant_and_is_not_negative() -> None:
+    assert load_config(env={}).assistant_settings().tts_first_chunk_secs == 0.15
+    assert load_config(env={"IVRBOT_TTS_FIRST_CHUNK_SECS": "0.3"}).assistant_settings().tts_first_chunk_secs == 0.3
+    for bad in ("-0.1", "nan"):
+        with pytest.raises(ConfigError, match="tts_first_chunk_secs"):
+            load_config(env={"IVRBOT_TTS_FIRST_CHUNK_SECS": bad})
+

@@ -2,7 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
+
+from hypothesis import given
+from hypothesis import strategies as st
+
 from ivrbot.services.first_clause import FirstClauseAggregator
+
+
+class Clock:
+    """A clock the test moves; the aggregator's time rule must not depend on how fast a test runs."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def frozen() -> FirstClauseAggregator:
+    return FirstClauseAggregator(clock=Clock())
 
 
 async def feed(agg: FirstClauseAggregator, text: str) -> list[str]:
@@ -17,20 +36,20 @@ async def feed(agg: FirstClauseAggregator, text: str) -> list[str]:
 
 
 async def test_first_chunk_released_at_first_clause_break() -> None:
-    chunks = await feed(FirstClauseAggregator(), "Sure, our shop opens at nine. We close at six.")
+    chunks = await feed(frozen(), "Sure, our shop opens at nine. We close at six.")
     assert chunks == ["Sure,", "our shop opens at nine.", "We close at six."]
 
 
 async def test_long_first_sentence_is_cut_at_a_word_boundary() -> None:
     text = "Our opening hours are from nine in the morning until six in the evening on weekdays."
-    chunks = await feed(FirstClauseAggregator(max_chars=40), text)
+    chunks = await feed(FirstClauseAggregator(max_chars=40, clock=Clock()), text)
     assert len(chunks) == 2
     assert " ".join(chunks) == text
     assert 40 <= len(chunks[0]) < len(text)
 
 
 async def test_only_the_first_chunk_of_each_reply_is_cut_early() -> None:
-    agg = FirstClauseAggregator()
+    agg = frozen()
     first = await feed(agg, "Yes, we do, and we deliver too, every day.")
     assert first == ["Yes,", "we do, and we deliver too, every day."]
     second = await feed(agg, "Well, that depends.")  # flush() ended the first reply
@@ -38,8 +57,90 @@ async def test_only_the_first_chunk_of_each_reply_is_cut_early() -> None:
 
 
 async def test_interruption_resets_the_early_cut() -> None:
-    agg = FirstClauseAggregator()
+    agg = frozen()
     async for _ in agg.aggregate("Hello, I am "):
         pass
     await agg.handle_interruption()
     assert await feed(agg, "Okay, go ahead.") == ["Okay,", "go ahead."]
+
+
+async def test_slow_first_words_are_cut_by_time_not_by_characters() -> None:
+    """A Korean reply (the small model echoing the caller) arrives at ~35 ms a syllable and has no
+    punctuation: waiting for 40 characters held the first audio back for over a second."""
+    clock = Clock()
+    agg = FirstClauseAggregator(clock=clock, first_chunk_secs=0.15)
+    out: list[str] = []
+    for syllable in "염파 매료 영역 들이 겁 아래 놓인 영역 들이 겁 아래 놓인":
+        clock.now += 0.035
+        async for chunk in agg.aggregate(syllable):
+            out.append(chunk.text)
+    last = await agg.flush()
+    assert last is not None
+    assert out == ["염파 매료"]  # 2 words, 5 syllables after the first: 0.175 s
+    assert last.text == "영역 들이 겁 아래 놓인 영역 들이 겁 아래 놓인"
+
+
+async def test_one_slow_word_is_not_cut_alone() -> None:
+    clock = Clock()
+    agg = FirstClauseAggregator(clock=clock, first_chunk_secs=0.15)
+    out: list[str] = []
+    for piece in ["Unfortunately ", "our ", "shop ", "is ", "closed."]:
+        async for chunk in agg.aggregate(piece):
+            out.append(chunk.text)
+        clock.now += 0.5
+    assert out == ["Unfortunately our"]
+
+
+async def test_a_fast_reply_is_cut_as_before() -> None:
+    """English at full speed reaches its clause break long before the time rule."""
+    clock = Clock()
+    agg = FirstClauseAggregator(clock=clock, first_chunk_secs=0.15)
+    out: list[str] = []
+    for token in ["I'm", " sorry", " for", " any", " misunderstanding", ",", " but", " I", " can", " help", "."]:
+        clock.now += 0.014
+        async for chunk in agg.aggregate(token):
+            out.append(chunk.text)
+    last = await agg.flush()
+    assert out == ["I'm sorry for any misunderstanding,"]
+    assert last is not None and last.text == "but I can help."
+
+
+words = st.text(alphabet=st.sampled_from("abc가나다,."), min_size=1, max_size=6)
+
+
+@given(
+    st.lists(words, min_size=1, max_size=14),
+    st.lists(st.floats(0, 0.2), min_size=1, max_size=14),
+    st.floats(0.05, 0.5),
+)
+def test_first_chunk_never_waits_past_the_time_rule(ws: list[str], gaps: list[float], limit: float) -> None:
+    """Whatever the text and the pace: nothing is lost or reordered, and the first chunk is out no
+    later than the first word boundary where two words have taken ``limit`` seconds."""
+    clock = Clock()
+    agg = FirstClauseAggregator(clock=clock, first_chunk_secs=limit)
+    tokens = [w + " " for w in ws]
+
+    async def run() -> tuple[list[str], int | None]:
+        out: list[str] = []
+        first_at: int | None = None
+        for i, token in enumerate(tokens):
+            clock.now += gaps[i % len(gaps)]
+            async for chunk in agg.aggregate(token):
+                out.append(chunk.text)
+                if first_at is None:
+                    first_at = i
+        last = await agg.flush()
+        if last is not None and last.text:
+            out.append(last.text)
+        return out, first_at
+
+    out, first_at = asyncio.run(run())
+    assert "".join("".join(out).split()) == "".join("".join(tokens).split())  # Pipecat may re-space at "."
+    start = 100.0 + gaps[0]
+    due = None
+    for i in range(1, len(tokens)):
+        if i + 1 >= 2 and 100.0 + sum(gaps[j % len(gaps)] for j in range(i + 1)) - start >= limit:
+            due = i
+            break
+    if due is not None:
+        assert first_at is not None and first_at <= due

@@ -62,6 +62,7 @@ class PiperTTSService(WebsocketTTSService):
         sample_rate: int = 22050,
         call_id: str = "",
         connect_timeout: float = 2.0,
+        first_chunk_secs: float = 0.15,
         **kwargs: Any,
     ) -> None:
         super().__init__(
@@ -79,7 +80,9 @@ class PiperTTSService(WebsocketTTSService):
         # Replace Pipecat's sentence aggregator (1.14 has no parameter for it) so the first words of a
         # reply are spoken without waiting for the end of the first sentence.
         self._text_aggregator = FirstClauseAggregator(
-            aggregation_type=self._text_aggregation_mode, language=self._text_aggregator.language
+            aggregation_type=self._text_aggregation_mode,
+            language=self._text_aggregator.language,
+            first_chunk_secs=first_chunk_secs,
         )
         self._url = url
         self._connect_timeout = connect_timeout
