@@ -37,6 +37,7 @@ from pipecat.turns.user_turn_strategies import UserTurnStrategies
 from ivrbot.apology import ApologyAudio, tone_apology
 from ivrbot.assistant_settings import AssistantSettings
 from ivrbot.dtmf_menu import CallControl, DTMFMenu
+from ivrbot.input_audio_end import InputAudioEnd
 from ivrbot.logs import get_logger
 from ivrbot.pause_signal import pause_forwarder
 from ivrbot.services.llama_llm import LlamaLLMService
@@ -102,7 +103,12 @@ class CallAssistant:
         )
         #: prefills llama-server's cache with the transcript while the caller speaks (None when off)
         self.prefill = LLMPrefill(self.llm, self.context, call_id=call_id) if settings.llm_prefill else None
-        self.tts = PiperTTSService(url=settings.piper_url, sample_rate=settings.tts_sample_rate, call_id=call_id)
+        self.tts = PiperTTSService(
+            url=settings.piper_url,
+            sample_rate=settings.tts_sample_rate,
+            call_id=call_id,
+            first_chunk_secs=settings.tts_first_chunk_secs,
+        )
         self.dtmf = DTMFMenu(settings.dtmf_map, self, call_id=call_id)
         self.turn_stop = self._turn_stop_strategy(settings, call_id)
         self.vad = make_vad(settings.vad, settings.audio_in_sample_rate)
@@ -120,6 +126,8 @@ class CallAssistant:
             self.vad.on_pause = pause_forwarder(self.aggregators.user())
         #: holds a preemptive reply after the TTS until its turn is confirmed (None when off)
         self.reply_gate = SpeculativeReplyGate() if settings.preemptive_replies else None
+        #: input audio ends after the user aggregator (the VAD), its last reader
+        self.audio_end = InputAudioEnd()
         self.pipeline = Pipeline(
             [
                 transport.input(),
@@ -127,6 +135,7 @@ class CallAssistant:
                 self.stt,
                 *([self.prefill] if self.prefill is not None else []),
                 self.aggregators.user(),
+                self.audio_end,
                 self.llm,
                 self.tts,
                 *([self.reply_gate] if self.reply_gate is not None else []),

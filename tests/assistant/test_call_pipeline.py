@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 
 import pytest
 from call import Call, urls
 from conftest import RecordingCallControl
+from pipecat.frames.frames import InputAudioRawFrame
+from pipecat.observers.base_observer import BaseObserver, FramePushed
+from pipecat.processors.frame_processor import FrameDirection
 from sidecar_procs import SidecarProcess
 
 from ivrbot.assistant_settings import AssistantSettings
@@ -26,9 +30,23 @@ def settings(vosk: SidecarProcess, piper: SidecarProcess, llama: SidecarProcess,
     return AssistantSettings(**urls(vosk.port, piper.port, llama.port), max_tokens=40, **kw)  # type: ignore[arg-type]
 
 
+class InputAudioSeen(BaseObserver):
+    """Which processors were handed the caller's audio."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.receivers: Counter[str] = Counter()
+
+    async def on_push_frame(self, data: FramePushed) -> None:
+        if isinstance(data.frame, InputAudioRawFrame) and data.direction is FrameDirection.DOWNSTREAM:
+            self.receivers[data.destination.name] += 1
+
+
 async def test_speech_in_reply_audio_out(vosk: SidecarProcess, piper: SidecarProcess, llama: SidecarProcess,
                                          call_control: RecordingCallControl) -> None:
+    seen = InputAudioSeen()
     async with Call(settings(vosk, piper, llama), call_control) as c:
+        c.assistant.worker.add_observer(seen)
         assert await c.wait_for(lambda: c.assistant.stt.connected)
         c.transport.say(caller_speech(QUESTION) + silence(1.0))
         asked = time.monotonic()
@@ -43,6 +61,11 @@ async def test_speech_in_reply_audio_out(vosk: SidecarProcess, piper: SidecarPro
         prefill = c.assistant.prefill
         assert prefill is not None and prefill.sent >= 1 and prefill.failed == 0
     assert c.finished
+    # The VAD (in the user aggregator) heard the caller; nothing after it was handed the audio.
+    user = c.assistant.aggregators.user().name
+    assert seen.receivers[user] > 0 and seen.receivers[c.assistant.audio_end.name] == seen.receivers[user]
+    after = [c.assistant.llm.name, c.assistant.tts.name, c.assistant.aggregators.assistant().name]
+    assert all(seen.receivers[name] == 0 for name in after), seen.receivers
 
 
 async def test_greeting_is_spoken_at_answer(vosk: SidecarProcess, piper: SidecarProcess, llama: SidecarProcess,
