@@ -229,6 +229,7 @@ class LLMPrefill(FrameProcessor):
                 sent=self._segment_sent,
                 in_flight_cancelled=in_flight,
                 covered_chars=len(self.plan.covered),
+                covered=self.plan.covered,
                 prompt_tokens=usage.prompt_tokens if usage else None,
                 cached_tokens=usage.cached_tokens if usage else None,
             )
