@@ -21,7 +21,7 @@ from pipecat.frames.frames import (
 from sidecar_procs import SidecarProcess, vosk_process
 
 from ivrbot.pause_signal import UserPausedFrame, UserResumedFrame
-from ivrbot.services.vosk_stt import PAUSE_FINAL, VoskSTTService
+from ivrbot.services.vosk_stt import PAUSE_FINAL, VOSK_RESET, VoskSTTService
 from ivrbot_tools.speech_samples import caller_speech, silence
 
 pytestmark = pytest.mark.slow
@@ -361,3 +361,25 @@ async def test_a_pause_final_overtaken_by_the_resume_does_not_finalize_the_turn(
         # (the resume is handled at once; the server's answer takes it a decode of the buffered audio)
         assert not first.finalized and first.result[PAUSE_FINAL] is False and first.text.strip()
         assert second.finalized and second.text.strip() and second.result[PAUSE_FINAL] is False
+
+
+async def test_a_final_handled_before_the_reset_send_returns_is_still_finalized(vosk: SidecarProcess) -> None:
+    """On a busy loop the receive task can handle Vosk's answer to a reset before the coroutine that
+    sent the reset resumes. That final must still be the finalized one: unmarked, the turn strategy
+    waits out its STT safety timeout (1.5 s) before the reply starts."""
+    stt = VoskSTTService(url=f"ws://127.0.0.1:{vosk.port}")
+    async with Harness(stt) as h:
+        assert await stt.wait_connected(30)
+        ws = stt._websocket
+        assert ws is not None
+        real_send = ws.send
+
+        async def send_returning_late(message: object, *args: object, **kwargs: object) -> None:
+            await real_send(message, *args, **kwargs)  # type: ignore[arg-type]
+            if message == VOSK_RESET:  # the answer arrives and is handled before send() returns
+                assert await h.wait_for(lambda: not stt._sent, timeout=60)
+
+        ws.send = send_returning_late  # type: ignore[method-assign]
+        await speak_and_stop(h, caller_speech(SPOKEN))
+        assert await h.wait_for(lambda: bool(h.down.of(TranscriptionFrame)), timeout=60)
+        assert finals(h) == h.down.of(TranscriptionFrame), [t.finalized for t in h.down.of(TranscriptionFrame)]

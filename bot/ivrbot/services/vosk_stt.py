@@ -382,6 +382,10 @@ class VoskSTTService(WebsocketSTTService):
         self._log.info("stt finalize", at=kind, unanswered=len(self._sent), sent_kb=self.sent_audio_bytes // 1024)
         self._sent.append(kind)
         self._resets.append(asyncio.get_running_loop().time())
+        # Before the send: on a busy loop the answer can be received and handled before send()
+        # returns, and a final handled before this is not marked finalized (the turn then waits out
+        # the STT safety timeout). A failed send leaves it set until the next VAD start clears it.
+        self.request_finalize()  # type: ignore[no-untyped-call]
         try:
             await ws.send(VOSK_RESET)
         except Exception as exc:
@@ -389,7 +393,6 @@ class VoskSTTService(WebsocketSTTService):
             return
         if self._watchdog is None or self._watchdog.done():
             self._watchdog = self.create_task(self._watch_resets(ws), name="vosk_finalize_watchdog")
-        self.request_finalize()  # type: ignore[no-untyped-call]
 
     async def _watch_resets(self, ws: Any) -> None:
         """While a reset is unanswered on ``ws``: a server quiet for half of ``stall_timeout`` is
