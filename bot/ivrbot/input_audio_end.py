@@ -17,11 +17,8 @@ class InputAudioEnd(FrameProcessor):
 
     def __init__(self) -> None:
         super().__init__(name="InputAudioEnd", enable_direct_mode=True)
-        self.dropped = 0
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
-        if isinstance(frame, InputAudioRawFrame) and direction is FrameDirection.DOWNSTREAM:
-            self.dropped += 1
-            return
-        await self.push_frame(frame, direction)
+        if not (isinstance(frame, InputAudioRawFrame) and direction is FrameDirection.DOWNSTREAM):
+            await self.push_frame(frame, direction)
