@@ -4,7 +4,10 @@ Starts the speech stack and one ``ivrbot serve`` (assistant mode, the real pipel
 then for each scenario places ``concurrency`` real SIP/RTP calls at once and, once every call has
 been up for ``--warmup`` seconds, takes the bot process's CPU time (user + system, all threads:
 Silero included; the Vosk/Piper/llama sidecars are other processes and excluded) over ``--seconds``.
-CPU per call-second = that delta / (seconds x concurrent calls). Scenarios:
+CPU per call-second = that delta / (seconds x concurrent calls). The bot runs with no silence
+hang-up, and a scenario in which a call ended before its window did is refused rather than
+reported (before 2026-12-04 07:00 a silent caller was hung up 30 s in, inside a 30 s window).
+Scenarios:
 
 - ``silent``: the caller sends PCMU silence the whole time (the phone's continuous 20 ms stream).
 - ``talking``: the caller loops a spoken question with 0.5 s pauses; the bot transcribes, answers
@@ -54,6 +57,7 @@ async def scenario(bot: LocalBot, proc: psutil.Process, mode: str, concurrency: 
     up = 0
     all_up = asyncio.Event()
     done = asyncio.Event()
+    ended_early: list[int] = []
 
     async def one(i: int) -> None:
         nonlocal up
@@ -63,6 +67,8 @@ async def scenario(bot: LocalBot, proc: psutil.Process, mode: str, concurrency: 
             if up == concurrency:
                 all_up.set()
             await done.wait()
+            if call.ended.is_set():
+                ended_early.append(i)
             stop.set()
             if talker is not None:
                 talker.cancel()
@@ -73,26 +79,43 @@ async def scenario(bot: LocalBot, proc: psutil.Process, mode: str, concurrency: 
         await asyncio.wait_for(all_up.wait(), 60)
         await asyncio.sleep(warmup)
         load0 = os.getloadavg()
+        m0 = psutil.cpu_times()
         c0, t0 = cpu_seconds(proc), time.monotonic()
         await asyncio.sleep(seconds)
         c1, t1 = cpu_seconds(proc), time.monotonic()
+        m1 = psutil.cpu_times()
     finally:
         done.set()
         await asyncio.gather(*calls, return_exceptions=True)
+    if ended_early:
+        # a call that ended inside the window makes the figure a mix of call and idle time
+        raise RuntimeError(f"{mode} x{concurrency}: calls {ended_early} ended before the window did")
     wall = t1 - t0
     per = (c1 - c0) / (wall * concurrency)
     return {
         "mode": mode, "calls": concurrency, "window_s": round(wall, 2), "cpu_s": round(c1 - c0, 3),
         "cpu_per_call_second": round(per, 4), "pct_core_per_call": round(100 * per, 1),
         "load_avg_start": [round(x, 2) for x in load0], "load_avg_end": [round(x, 2) for x in os.getloadavg()],
+        # time the hypervisor gave the machine's CPUs to others: a shared host makes the same work
+        # cost more CPU time, and this is the one sign of it a guest can read
+        "machine_steal_pct": round(100 * steal(m0, m1), 1),
     }
+
+
+def steal(before: Any, after: Any) -> float:
+    """Share of all CPU time over the interval that was stolen (0 where the kernel reports none)."""
+    total = sum(after) - sum(before)
+    return (getattr(after, "steal", 0.0) - getattr(before, "steal", 0.0)) / total if total > 0 else 0.0
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     speech = caller_speech(QUESTION, voice="ko", sample_rate=8000) + silence(0.5, sample_rate=8000)
     log = Path(tempfile.mkdtemp(prefix="ivrbot-callcpu-")) / "bot.log"
     cfg = LocalBotConfig(log_path=log, max_calls=8,
-                         env={"IVRBOT_GREETING": "", "IVRBOT_LOG_LEVEL": "WARNING"})
+                         env={"IVRBOT_GREETING": "", "IVRBOT_LOG_LEVEL": "WARNING",
+                              # a silent caller is hung up after 30 s otherwise: the window would
+                              # then hold the teardown and idle time, not a call
+                              "IVRBOT_SILENCE_TIMEOUT_SECS": "0"})
     results: list[dict[str, Any]] = []
     async with LocalBot(cfg) as bot:
         assert bot.bot is not None and bot.bot.pid is not None
