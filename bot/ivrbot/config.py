@@ -106,6 +106,9 @@ class BotConfig:
             )
         if self.max_calls < 1:
             raise ConfigError(f"max_calls: must be at least 1, got {self.max_calls}")
+        if self.max_tokens < 1:
+            # the LLM service refuses it too, but only when a call builds it: every call would fail
+            raise ConfigError(f"max_tokens: must be at least 1, got {self.max_tokens}")
         for cidr in self.trusted_proxies:
             try:
                 ipaddress.ip_network(cidr, strict=False)

@@ -46,6 +46,12 @@ class BotSpec:
     rtp_ports: int
     system_prompt: str
     greeting: str
+    max_tokens: int
+    hangup_phrases: tuple[str, ...]
+    silence_timeout_secs: float
+    llm_prefill: bool
+    preemptive_replies: bool
+    tts_first_chunk_secs: float
     vad: dict[str, float]
     dtmf_map: dict[str, Any]
     stt: Sidecar
@@ -102,6 +108,13 @@ class _Reader:
             self.problems.append(SpecProblem(f"spec.{path}", f"must be a number in {lo}..{hi}, got {value!r}"))
             return lo
         return float(value)
+
+    def boolean(self, path: str) -> bool:
+        value = self._get(path)
+        if not isinstance(value, bool):
+            self.problems.append(SpecProblem(f"spec.{path}", f"must be true or false, got {value!r}"))
+            return False
+        return value
 
     def string(self, path: str, *, optional: bool = False) -> str | None:
         value = self._get(path)
@@ -162,12 +175,29 @@ def parse_spec(
     set_id = r.integer("dispatcher.setId", 1, 65535)
     weight = r.integer("dispatcher.weight", 0, 1000)
     priority = r.integer("dispatcher.priority", 0, 1000)
+    before_vad = len(r.problems)
     vad = {
         "confidence": r.number("assistant.vad.confidence", 0, 1),
         "startSecs": r.number("assistant.vad.startSecs", 0, 5),
         "stopSecs": r.number("assistant.vad.stopSecs", 0, 5),
         "minVolume": r.number("assistant.vad.minVolume", 0, 1),
+        "pauseSecs": r.number("assistant.vad.pauseSecs", 0, 5),
     }
+    if len(r.problems) == before_vad and not vad["pauseSecs"] < vad["stopSecs"]:
+        # the bot refuses to start otherwise: a pause is a silence shorter than the end of a turn
+        r.problems.append(SpecProblem("spec.assistant.vad.pauseSecs", (
+            f"{vad['pauseSecs']:g} must be shorter than spec.assistant.vad.stopSecs ({vad['stopSecs']:g})")))
+    max_tokens = r.integer("assistant.maxTokens", 1, 4096)
+    silence_timeout = r.number("assistant.silenceTimeoutSecs", 0, 86400)
+    first_chunk = r.number("assistant.ttsFirstChunkSecs", 0, 5)
+    llm_prefill = r.boolean("assistant.llmPrefill")
+    preemptive = r.boolean("assistant.preemptiveReplies")
+    hangup_phrases = tuple(p.strip() for p in r.strings("assistant.hangupPhrases"))
+    for i, phrase in enumerate(hangup_phrases):
+        if not phrase or "," in phrase:
+            # the bot's IVRBOT_HANGUP_PHRASES is a comma-separated list
+            r.problems.append(SpecProblem(f"spec.assistant.hangupPhrases[{i}]",
+                                          f"{phrase!r} must be non-blank and hold no comma"))
     proxies = r.strings("sip.trustedProxies")
     for i, cidr in enumerate(proxies):
         try:
@@ -220,6 +250,7 @@ def parse_spec(
         return None, r.problems
     assert replicas is not None and max_calls is not None and rtp_ports is not None and drain is not None
     assert ctx is not None and set_id is not None and weight is not None and priority is not None
+    assert max_tokens is not None
     assert image and pull and log_level and stt_image and tts_image and llm_image and voice and model
     return BotSpec(
         replicas=replicas,
@@ -231,6 +262,12 @@ def parse_spec(
         rtp_ports=rtp_ports,
         system_prompt=str(r.string("assistant.systemPrompt", optional=True) or ""),
         greeting=str(r.string("assistant.greeting", optional=True) or ""),
+        max_tokens=max_tokens,
+        hangup_phrases=hangup_phrases,
+        silence_timeout_secs=silence_timeout,
+        llm_prefill=llm_prefill,
+        preemptive_replies=preemptive,
+        tts_first_chunk_secs=first_chunk,
         vad=vad,
         dtmf_map=dtmf,
         stt=Sidecar(stt_image, r.strings("stt.args"), r.mapping("stt.resources")),

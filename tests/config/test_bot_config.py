@@ -34,6 +34,7 @@ def test_environment_overrides_file(tmp_path: Path) -> None:
         ({"IVRBOT_RTP_PORT_MIN": "20000", "IVRBOT_RTP_PORT_MAX": "20000"}, "rtp_port_max"),
         ({"IVRBOT_DTMF_MAP": '{"x": {"action": "hangup"}}'}, "DTMF map"),
         ({"IVRBOT_ADVERTISED_ADDRESS": "pod.local"}, "advertised_address"),
+        ({"IVRBOT_MAX_TOKENS": "0"}, "max_tokens"),
     ],
 )
 def test_bad_values_name_the_key(env: dict[str, str], names: str) -> None:
