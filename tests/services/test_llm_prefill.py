@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from harness import Harness
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -21,7 +23,7 @@ from pipecat.frames.frames import (
     VADUserStartedSpeakingFrame,
     VADUserStoppedSpeakingFrame,
 )
-from pipecat.processors.aggregators.llm_context import LLMContext
+from pipecat.processors.aggregators.llm_context import LLMContext, LLMContextMessage
 from pipecat.processors.frame_processor import FrameDirection
 from sidecar_procs import SidecarProcess
 
@@ -306,3 +308,74 @@ async def test_a_reply_asked_for_while_the_prefill_is_evaluated_still_finds_it_c
         with_prefill = await cached_tokens_of_turn(llm, h_llm, final)
     partial_tokens = await n_tokens(llama, partial)
     assert with_prefill >= without + partial_tokens - 2, (without, with_prefill, partial_tokens)
+
+
+class RecordingServer:
+    """An OpenAI-style endpoint that keeps every JSON body posted to it (a unit test of the client)."""
+
+    def __init__(self, status: int = 200) -> None:
+        self.bodies: list[Any] = []
+        self.status = status
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        self.bodies.append(await request.json())
+        if self.status != 200:
+            return web.json_response({"error": {"message": "busy"}}, status=self.status)
+        return web.json_response({
+            "id": "c", "object": "chat.completion", "created": 0, "model": "local",
+            "choices": [{"index": 0, "finish_reason": "length", "message": {"role": "assistant", "content": "I"}}],
+            "usage": {"prompt_tokens": 42, "completion_tokens": 1, "total_tokens": 43,
+                      "prompt_tokens_details": {"cached_tokens": 30}},
+        })
+
+    async def __aenter__(self) -> RecordingServer:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._handle)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._runner is not None
+        await self._runner.cleanup()
+
+
+@given(history=st.lists(st.tuples(st.sampled_from(["user", "assistant"]), st.sampled_from(WORDS)), max_size=4),
+       said=st.text(min_size=1, max_size=30))
+@settings(max_examples=25, deadline=None)
+def test_the_prefill_posts_exactly_what_the_openai_client_would_post(
+    history: list[tuple[str, str]], said: str
+) -> None:
+    """The prefill skips the OpenAI client for CPU's sake; its body must stay the one the client sends,
+    or the reply's prompt would no longer begin with the tokens the prefill cached."""
+
+    async def run() -> tuple[list[Any], PromptUsage, LlamaLLMService]:
+        async with RecordingServer() as server:
+            llm = LlamaLLMService(base_url=f"http://127.0.0.1:{server.port}/v1", system_prompt="Be brief.")
+            messages: list[LLMContextMessage] = [{"role": role, "content": text} for role, text in history]
+            context = LLMContext(messages=[*messages, {"role": "user", "content": said}])
+            usage = await llm.prefill(context)
+            await llm._client.chat.completions.create(**await llm.prefill_request(context))
+            await llm.cleanup()
+        return server.bodies, usage, llm
+
+    (lean, client), usage, llm = asyncio.run(run())
+    assert lean == client
+    assert lean["max_tokens"] == 1 and lean["stream"] is False and lean["cache_prompt"] is True
+    assert usage == PromptUsage(prompt_tokens=42, cached_tokens=30)
+    assert llm._prefill_http is None  # cleanup closed the session
+
+
+async def test_a_prefill_the_server_refuses_is_counted_as_failed_and_not_retried() -> None:
+    async with RecordingServer(status=503) as server:
+        llm = LlamaLLMService(base_url=f"http://127.0.0.1:{server.port}/v1", system_prompt="Be brief.")
+        prefill = LLMPrefill(llm, LLMContext(messages=[]), call_id="test-call")
+        ok = await prefill._prefill(LLMContext(messages=[{"role": "user", "content": "hello"}]))
+        await llm.cleanup()
+    assert not ok and prefill.failed == 1 and prefill.completed == 0
+    assert len(server.bodies) == 1
