@@ -136,11 +136,58 @@ def test_first_chunk_never_waits_past_the_time_rule(ws: list[str], gaps: list[fl
 
     out, first_at = asyncio.run(run())
     assert "".join("".join(out).split()) == "".join("".join(tokens).split())  # Pipecat may re-space at "."
-    start = 100.0 + gaps[0]
+    # the clock's readings, added up the way the run moved it (a sum in another order can round
+    # differently and put a reading a hair either side of the limit)
+    now, readings = 100.0, []
+    for i in range(len(tokens)):
+        now += gaps[i % len(gaps)]
+        readings.append(now)
     due = None
     for i in range(1, len(tokens)):
-        if i + 1 >= 2 and 100.0 + sum(gaps[j % len(gaps)] for j in range(i + 1)) - start >= limit:
+        if readings[i] - readings[0] >= limit:
             due = i
             break
     if due is not None:
         assert first_at is not None and first_at <= due
+
+
+async def test_a_reply_without_spaces_is_cut_after_max_chars() -> None:
+    """A degenerate reply of one 60-token 'word' held its call's first audio for 2.9 s (2026-12-04)."""
+    agg = FirstClauseAggregator(max_chars=40, clock=Clock())
+    garbage = "B.S.A.B.B.A.B." + "A." * 40
+    out: list[str] = []
+    for i in range(0, len(garbage), 2):  # two characters a token, as llama-server streamed it
+        async for chunk in agg.aggregate(garbage[i:i + 2]):
+            out.append(chunk.text)
+    assert out and len(out[0]) in (40, 41)
+    last = await agg.flush()
+    assert "".join(out) + (last.text if last is not None else "") == garbage
+
+
+async def test_a_full_width_clause_break_ends_the_first_chunk_without_a_space() -> None:
+    agg = frozen()
+    out = [chunk.text async for chunk in agg.aggregate("您好，请问有什么可以帮您的吗？")]
+    assert out[:1] == ["您好，"]
+
+
+@given(st.text(alphabet=st.sampled_from("ab가。，.,! "), min_size=1, max_size=120), st.integers(1, 5))
+def test_no_first_chunk_holds_max_chars_without_a_break(text: str, step: int) -> None:
+    """Any text, streamed in any token size: nothing lost, and the first chunk never runs more than
+    max_chars characters past its last whitespace or break."""
+    agg = FirstClauseAggregator(max_chars=10, clock=Clock())
+
+    async def run() -> list[str]:
+        out: list[str] = []
+        for i in range(0, len(text), step):
+            async for chunk in agg.aggregate(text[i:i + step]):
+                out.append(chunk.text)
+        last = await agg.flush()
+        if last is not None and last.text:
+            out.append(last.text)
+        return out
+
+    out = asyncio.run(run())
+    assert "".join("".join(out).split()) == "".join(text.split())
+    first = out[0] if out else ""
+    for run_of_chars in first.replace("，", " ").split():
+        assert len(run_of_chars) <= 10  # the cut comes at the character that reaches the cap

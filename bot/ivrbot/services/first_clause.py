@@ -8,6 +8,12 @@ the model has been writing it for ``first_chunk_secs``: characters are not a mea
 Korean syllable is one or two SSE chunks of ~35 ms, so 40 characters took over a second, the LLM->TTS
 tail measured on 2026-12-04), and under CPU contention even English comes at 5-12 tokens a second.
 The rest of the reply is aggregated by sentence as before, synthesized while the first chunk plays.
+
+Text without spaces has no word boundary to wait for: Chinese or Japanese, and the degenerate output
+a small model writes now and then (``B.S.A.B.B.A.B.A.A.A...``, sixty tokens without a space, held
+its call's first audio 2.9 s at three calls on 2026-12-04). There a full-width clause break
+(``，；：、``) ends the first chunk at once, and ``max_chars`` characters without whitespace end it
+at the character that reaches them.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ from pipecat.utils.text.base_text_aggregator import Aggregation, TextType
 from pipecat.utils.text.simple_text_aggregator import SimpleTextAggregator, _LookaheadState
 
 CLAUSE_BREAKS = frozenset(",;:")
+#: clause breaks of scripts written without spaces: no whitespace follows them to cut at
+FULL_WIDTH_BREAKS = frozenset("，；：、")
 
 
 class FirstClauseAggregator(SimpleTextAggregator):
@@ -65,7 +73,7 @@ class FirstClauseAggregator(SimpleTextAggregator):
 
     def _early_cut(self, char: str) -> Aggregation | None:
         if not char.isspace():
-            return None
+            return self._unspaced_cut(char)
         head = self._text.strip()
         if not head:
             return None
@@ -80,10 +88,21 @@ class FirstClauseAggregator(SimpleTextAggregator):
                 and self._clock() - started >= self.first_chunk_secs
             )
         ):
-            self._text = ""
-            self._lookahead_state = _LookaheadState.IDLE
-            return Aggregation(text=head, type=TextType.SENTENCE)
+            return self._cut(head)
         return None
+
+    def _unspaced_cut(self, char: str) -> Aggregation | None:
+        head = self._text.strip()
+        if char in FULL_WIDTH_BREAKS and len(head) > 1:
+            return self._cut(head)
+        if len(head) >= self.max_chars and len(head.split()[-1]) >= self.max_chars:
+            return self._cut(head)  # max_chars since the last whitespace, if there was any
+        return None
+
+    def _cut(self, head: str) -> Aggregation:
+        self._text = ""
+        self._lookahead_state = _LookaheadState.IDLE
+        return Aggregation(text=head, type=TextType.SENTENCE)
 
     async def flush(self) -> Aggregation | None:
         self._first_pending = True  # the next reply starts again with an early first chunk
