@@ -57,6 +57,7 @@ from ivrbot_sidecars.piper_protocol import (
     trim_leading_silence,
 )
 from ivrbot_sidecars.process import SidecarError
+from ivrbot_sidecars.synthesis_scheduler import SynthesisScheduler
 from ivrbot_sidecars.text_segments import (
     DEFAULT_PASS_PHONEMES,
     DEFAULT_SEGMENT_CHARS,
@@ -113,6 +114,9 @@ class _Connection:
         self.live: list[Utterance] = []  # queued or playing, in order
         self.open: dict[UttId, Utterance] = {}  # not yet flushed
         self.log = log.bind(peer=str(ws.remote_address))
+        #: loop time at which the client will have played all audio sent so far (if it plays it as
+        #: it comes, which the bot does): the deadline of this connection's next synthesis
+        self.play_until = 0.0
 
     async def run(self) -> None:
         player = asyncio.create_task(self._player(), name="piper-player")
@@ -147,6 +151,8 @@ class _Connection:
             for utt in hit:
                 utt.cancelled.set()
             self.open.pop(msg.id, None)
+            # an interrupted client drops what it had buffered: its next sentence is wanted now
+            self.play_until = asyncio.get_running_loop().time()
             self.log.debug("cancel", id=msg.id, utterances=len(hit))
         else:
             found = self.open.get(msg.id)
@@ -213,22 +219,27 @@ class _Connection:
     async def _synthesize(self, utt: Utterance, text: str, *, first: bool = False) -> int:
         """Stream one segment: the next sentence synthesizes while this one's frames are sent."""
         loop = asyncio.get_running_loop()
+        scheduler = self.server.scheduler
+        bytes_per_s = 2 * self.server.sample_rate
         chunks = synthesize_bounded(self.server.voice, text, self.server.max_phonemes)
-        pending = loop.run_in_executor(self.server.pool, _next_chunk, chunks)
+        pending = scheduler.submit(max(self.play_until, loop.time()), _next_chunk, chunks)
         sent = 0
         try:
             while True:
                 pcm = await self._unless_cancelled(utt, asyncio.shield(pending))
                 if pcm is None:
                     return sent
-                pending = loop.run_in_executor(self.server.pool, _next_chunk, chunks)
                 if first and sent == 0:
                     pcm = trim_leading_silence(pcm, self.server.sample_rate)
+                # the next pass is needed when the client has played what it has and this one
+                pending = scheduler.submit(max(self.play_until, loop.time()) + len(pcm) / bytes_per_s,
+                                           _next_chunk, chunks)
                 for frame in pcm_frames(pcm, self.server.frame_bytes):
                     if utt.cancelled.is_set():
                         raise _Cancelled
                     await self.ws.send(frame)
                     sent += len(frame)
+                    self.play_until = max(self.play_until, loop.time()) + len(frame) / bytes_per_s
         finally:
             # Never touch the generator while a thread advances it: close it once that thread is done.
             def discard(fut: asyncio.Future[bytes | None]) -> None:
@@ -236,7 +247,7 @@ class _Connection:
                     fut.exception()  # a failure of a sentence nobody waits for any more is not news
                 chunks.close()
 
-            if pending.done():
+            if pending.done() or scheduler.withdraw(pending):  # withdrawn: no thread ever took it
                 discard(pending)
             else:
                 pending.add_done_callback(discard)
@@ -295,6 +306,7 @@ class PiperServer:
         self.voice: Any = voice
         self.errors = 0
         self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="piper")
+        self.scheduler = SynthesisScheduler(self.pool, self.workers)
         self._server: Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
 
@@ -330,6 +342,7 @@ class PiperServer:
             self._server.close()
             await self._server.wait_closed()
             self._server = None
+        self.scheduler.close()
         self.pool.shutdown(wait=False, cancel_futures=True)
 
     async def _handle(self, ws: ServerConnection) -> None:
