@@ -2,7 +2,8 @@
 
 Starts ``ivrbot piper-server``; measures a short first chunk alone, then the same chunk sent 0.3 s
 after two other connections each sent a whole five-sentence reply (13 s of audio), as calls that
-reply at about the same time do. Writes JSON with every trial.
+reply at about the same time do; and whether those replies' audio ever came later than a client
+playing it as it arrives would need it (``gaps_ms``). Writes JSON with every trial.
 
     .venv/bin/python benchmarks/piper_contention.py --trials 5 --out /tmp/piper-contention.json
 """
@@ -42,15 +43,30 @@ async def speak(url: str, texts: list[str], delay: float) -> dict[str, float]:
         for i, text in enumerate(texts):
             await ws.send(json.dumps({"type": "speak", "id": i + 1, "text": text}))
         first, ends, nbytes = None, 0, 0
+        arrivals: list[tuple[float, int]] = []
         while ends < len(texts):
             msg = await ws.recv()
             if isinstance(msg, bytes):
                 nbytes += len(msg)
+                arrivals.append((time.perf_counter(), len(msg)))
                 first = first if first is not None else time.perf_counter() - t0
             elif json.loads(msg)["type"] == "audio_end":
                 ends += 1
         return {"ttfa_ms": round(1000 * (first or 0.0)), "total_ms": round(1000 * (time.perf_counter() - t0)),
-                "audio_s": round(nbytes / 2 / 22050, 2)}
+                "audio_s": round(nbytes / 2 / 22050, 2), "gaps_ms": round(1000 * gaps(arrivals))}
+
+
+def gaps(arrivals: list[tuple[float, int]]) -> float:
+    """Silence a client playing each frame as it comes would have heard between the first and last
+    frames: the sum of the times a frame arrived after the audio before it had finished playing."""
+    silent = 0.0
+    play_end = arrivals[0][0] if arrivals else 0.0
+    for at, size in arrivals:
+        if at > play_end:
+            silent += at - play_end
+            play_end = at
+        play_end += size / 2 / 22050
+    return silent
 
 
 async def run(trials: int) -> dict[str, Any]:
@@ -79,6 +95,7 @@ async def run(trials: int) -> dict[str, Any]:
         "alone_ttfa_ms_median": med(alone, "ttfa_ms"),
         "contended_ttfa_ms_median": med(contended, "ttfa_ms"),
         "reply_total_ms_median": med(replies, "total_ms"),
+        "reply_gaps_ms_max": max(r["gaps_ms"] for r in replies),
         "alone": alone, "contended": contended, "replies": replies,
     }
 

@@ -75,6 +75,10 @@ T = TypeVar("T")
 #: where `ivrbot serve` looks for it by default (AssistantSettings.piper_url; a test pins them equal)
 DEFAULT_PORT = 5002
 
+#: audio per character of text, an upper bound (English speech runs ~0.07 s a character): with the
+#: measured real-time factor it says how long before its caller runs dry a sentence must start
+AUDIO_SECONDS_PER_CHAR = 0.1
+
 
 class _Cancelled(Exception):
     pass
@@ -100,9 +104,11 @@ def synthesize_bounded(voice: Any, text: str, max_phonemes: int = DEFAULT_PASS_P
             yield np.clip(audio * 32767.0, -32767.0, 32767.0).astype(np.int16).tobytes()
 
 
-def _next_chunk(chunks: Iterator[bytes]) -> bytes | None:
-    """Advance the per-sentence generator by one pass (runs in a worker thread)."""
-    return next(chunks, None)
+def _next_chunk(chunks: Iterator[bytes]) -> tuple[bytes | None, float]:
+    """Advance the per-sentence generator by one pass (runs in a worker thread); with how long it took."""
+    t0 = time.perf_counter()
+    pcm = next(chunks, None)
+    return pcm, time.perf_counter() - t0
 
 
 class _Connection:
@@ -221,18 +227,22 @@ class _Connection:
         loop = asyncio.get_running_loop()
         scheduler = self.server.scheduler
         bytes_per_s = 2 * self.server.sample_rate
+        # A pass must start this long before its connection runs dry: what the segment (the pass to
+        # come is at most all of it) takes to synthesize at the real-time factor measured lately.
+        lead = self.server.rtf * AUDIO_SECONDS_PER_CHAR * len(text)
         chunks = synthesize_bounded(self.server.voice, text, self.server.max_phonemes)
-        pending = scheduler.submit(max(self.play_until, loop.time()), _next_chunk, chunks)
+        pending = scheduler.submit(max(self.play_until, loop.time()) - lead, _next_chunk, chunks)
         sent = 0
         try:
             while True:
-                pcm = await self._unless_cancelled(utt, asyncio.shield(pending))
+                pcm, took = await self._unless_cancelled(utt, asyncio.shield(pending))
                 if pcm is None:
                     return sent
+                self.server.observe_synthesis(took, len(pcm) / bytes_per_s)
                 if first and sent == 0:
                     pcm = trim_leading_silence(pcm, self.server.sample_rate)
                 # the next pass is needed when the client has played what it has and this one
-                pending = scheduler.submit(max(self.play_until, loop.time()) + len(pcm) / bytes_per_s,
+                pending = scheduler.submit(max(self.play_until, loop.time()) + len(pcm) / bytes_per_s - lead,
                                            _next_chunk, chunks)
                 for frame in pcm_frames(pcm, self.server.frame_bytes):
                     if utt.cancelled.is_set():
@@ -242,7 +252,7 @@ class _Connection:
                     self.play_until = max(self.play_until, loop.time()) + len(frame) / bytes_per_s
         finally:
             # Never touch the generator while a thread advances it: close it once that thread is done.
-            def discard(fut: asyncio.Future[bytes | None]) -> None:
+            def discard(fut: asyncio.Future[tuple[bytes | None, float]]) -> None:
                 if not fut.cancelled():
                     fut.exception()  # a failure of a sentence nobody waits for any more is not news
                 chunks.close()
@@ -307,6 +317,9 @@ class PiperServer:
         self.errors = 0
         self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="piper")
         self.scheduler = SynthesisScheduler(self.pool, self.workers)
+        #: seconds of synthesis per second of audio, a moving average over recent passes (starts
+        #: pessimistic, a loaded 2-core box; an idle one measures ~0.1)
+        self.rtf = 0.5
         self._server: Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
 
@@ -335,6 +348,10 @@ class PiperServer:
             raise SidecarError(f"piper-server: cannot listen on {self.host}:{self.port}: {exc}") from exc
         self.port = self._server.sockets[0].getsockname()[1] if self._server.sockets else self.port
         log.info("piper-server listening", host=self.host, port=self.port, workers=self.workers)
+
+    def observe_synthesis(self, seconds: float, audio_seconds: float) -> None:
+        if audio_seconds > 0.2:  # a short pass's fixed costs would overstate the rate
+            self.rtf += 0.2 * (seconds / audio_seconds - self.rtf)
 
     async def stop(self) -> None:
         """Close the listener and all connections (their players are cancelled), then the threads."""

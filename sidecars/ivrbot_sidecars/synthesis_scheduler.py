@@ -11,8 +11,8 @@ So every job carries a deadline, the time its connection runs out of audio to pl
 deadline order, and read-ahead (a deadline further away than ``urgent_within``) may occupy at most
 ``workers - 1`` workers, so one is always free for a caller about to hear silence. Read-ahead is
 only deferred, never dropped: it starts when a read-ahead worker is free, or as its deadline comes
-within ``urgent_within`` (1 s: longer than a sentence takes to synthesize on a loaded 2-core box,
-so a deferred sentence is still ready before its connection runs dry).
+within ``urgent_within`` (1 s). The caller makes the deadline the time the connection runs dry less
+what the job is expected to take, so a deferred sentence is still ready before then.
 """
 
 from __future__ import annotations
