@@ -37,7 +37,7 @@ FIRST = "I'm sorry for the wait,"
 async def speak(url: str, texts: list[str], delay: float) -> dict[str, float]:
     """Send ``texts`` as utterances after ``delay``; time to the first frame and to the last end."""
     async with connect(url, max_size=None) as ws:
-        await ws.recv()  # ready
+        rate = int(json.loads(await ws.recv())["sample_rate"])  # ready
         await asyncio.sleep(delay)
         t0 = time.perf_counter()
         for i, text in enumerate(texts):
@@ -53,10 +53,10 @@ async def speak(url: str, texts: list[str], delay: float) -> dict[str, float]:
             elif json.loads(msg)["type"] == "audio_end":
                 ends += 1
         return {"ttfa_ms": round(1000 * (first or 0.0)), "total_ms": round(1000 * (time.perf_counter() - t0)),
-                "audio_s": round(nbytes / 2 / 22050, 2), "gaps_ms": round(1000 * gaps(arrivals))}
+                "audio_s": round(nbytes / 2 / rate, 2), "gaps_ms": round(1000 * gaps(arrivals, rate))}
 
 
-def gaps(arrivals: list[tuple[float, int]]) -> float:
+def gaps(arrivals: list[tuple[float, int]], rate: int) -> float:
     """Silence a client playing each frame as it comes would have heard between the first and last
     frames: the sum of the times a frame arrived after the audio before it had finished playing."""
     silent = 0.0
@@ -65,7 +65,7 @@ def gaps(arrivals: list[tuple[float, int]]) -> float:
         if at > play_end:
             silent += at - play_end
             play_end = at
-        play_end += size / 2 / 22050
+        play_end += size / 2 / rate
     return silent
 
 

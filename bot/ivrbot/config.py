@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from ivrbot.assistant_settings import AssistantSettings, VadSettings, parse_dtmf_map
+from ivrbot.vad import check_vad
 
 
 class ConfigError(ValueError):
@@ -106,6 +107,11 @@ class BotConfig:
             )
         if self.max_calls < 1:
             raise ConfigError(f"max_calls: must be at least 1, got {self.max_calls}")
+        try:
+            # what every call's VAD set-up would refuse, refused once at start
+            check_vad(self.assistant_settings().vad, AssistantSettings.audio_in_sample_rate)
+        except ValueError as exc:
+            raise ConfigError(f"vad_*: {exc}") from exc
         if self.max_tokens < 1:
             # the LLM service refuses it too, but only when a call builds it: every call would fail
             raise ConfigError(f"max_tokens: must be at least 1, got {self.max_tokens}")

@@ -41,6 +41,24 @@ from ivrbot.pause_signal import PauseCallback
 SILERO_RATES = (8000, 16000)
 
 
+def windows(secs: float, sample_rate: int = 16000) -> int:
+    """Silero windows in ``secs``, rounded as Pipecat's VADAnalyzer rounds its start and stop."""
+    frames = 512 if sample_rate == 16000 else 256  # SileroVADAnalyzer.num_frames_required
+    return round(secs / (frames / sample_rate))
+
+
+def check_vad(settings: VadSettings, sample_rate: int = 16000) -> VADParams:
+    """``vad_params``, and the pause rule the analyzer applies per call: in whole Silero windows, so
+    a pause and a stop 10 ms apart that round to the same window count are refused here, at start,
+    not at every call's set-up."""
+    params = vad_params(settings)
+    if settings.pause_secs > 0 and max(1, windows(settings.pause_secs, sample_rate)) >= windows(
+            settings.stop_secs, sample_rate):
+        raise ValueError(f"VAD pause_secs {settings.pause_secs} is not shorter than stop_secs "
+                         f"{settings.stop_secs} in 32 ms Silero windows")
+    return params
+
+
 def vad_params(settings: VadSettings) -> VADParams:
     """Validated VADParams; out-of-range values are a configuration error, not a silent clamp."""
     if not 0.0 < settings.confidence < 1.0:
@@ -84,7 +102,7 @@ class InlineSileroVADAnalyzer(SileroVADAnalyzer):
     def set_params(self, params: VADParams) -> None:
         super().set_params(params)
         if self._pause_secs > 0 and self.sample_rate:
-            self._pause_frames = max(1, round(self._pause_secs * self.sample_rate / self._vad_frames))
+            self._pause_frames = max(1, windows(self._pause_secs, self.sample_rate))
             if self._pause_frames >= self._vad_stop_frames:
                 raise ValueError(f"VAD pause_secs {self._pause_secs} is not shorter than stop_secs {params.stop_secs}")
         self._paused, self._signal = False, None

@@ -159,6 +159,26 @@ def _check_dtmf(dtmf: dict[str, Any], problems: list[SpecProblem]) -> None:
             problems.append(SpecProblem(f"{where}.action", f"unknown action {action!r}"))
 
 
+def _silero_windows(secs: float) -> int:
+    """32 ms Silero windows in ``secs``, rounded as the bot's VAD (Pipecat's) rounds them."""
+    return round(secs / (512 / 16000))
+
+
+def _check_vad(vad: dict[str, float], problems: list[SpecProblem]) -> None:
+    """What the bot's VAD refuses (at start, or worse at every call's set-up), refused here by field."""
+    where = "spec.assistant.vad"
+    if not 0 < vad["confidence"] < 1:
+        problems.append(SpecProblem(f"{where}.confidence", f"{vad['confidence']:g} must be above 0 and below 1"))
+    if not vad["stopSecs"] > 0:
+        problems.append(SpecProblem(f"{where}.stopSecs", "must be above 0"))
+        return
+    pause, stop = vad["pauseSecs"], vad["stopSecs"]
+    # a pause is a silence shorter than the end of a turn, in seconds and in whole Silero windows
+    if not pause < stop or (pause > 0 and max(1, _silero_windows(pause)) >= _silero_windows(stop)):
+        problems.append(SpecProblem(f"{where}.pauseSecs", (
+            f"{pause:g} must be shorter than {where}.stopSecs ({stop:g}) by at least one 32 ms window")))
+
+
 def parse_spec(
     raw: dict[str, Any] | None, pool: PortPool, images: Images | None = None,
 ) -> tuple[BotSpec | None, list[SpecProblem]]:
@@ -183,16 +203,15 @@ def parse_spec(
         "minVolume": r.number("assistant.vad.minVolume", 0, 1),
         "pauseSecs": r.number("assistant.vad.pauseSecs", 0, 5),
     }
-    if len(r.problems) == before_vad and not vad["pauseSecs"] < vad["stopSecs"]:
-        # the bot refuses to start otherwise: a pause is a silence shorter than the end of a turn
-        r.problems.append(SpecProblem("spec.assistant.vad.pauseSecs", (
-            f"{vad['pauseSecs']:g} must be shorter than spec.assistant.vad.stopSecs ({vad['stopSecs']:g})")))
+    if len(r.problems) == before_vad:
+        _check_vad(vad, r.problems)
     max_tokens = r.integer("assistant.maxTokens", 1, 4096)
     silence_timeout = r.number("assistant.silenceTimeoutSecs", 0, 86400)
     first_chunk = r.number("assistant.ttsFirstChunkSecs", 0, 5)
     llm_prefill = r.boolean("assistant.llmPrefill")
     preemptive = r.boolean("assistant.preemptiveReplies")
-    hangup_phrases = tuple(p.strip() for p in r.strings("assistant.hangupPhrases"))
+    # the bot matches a phrase against the transcript with its whitespace collapsed
+    hangup_phrases = tuple(" ".join(p.split()) for p in r.strings("assistant.hangupPhrases"))
     for i, phrase in enumerate(hangup_phrases):
         if not phrase or "," in phrase:
             # the bot's IVRBOT_HANGUP_PHRASES is a comma-separated list

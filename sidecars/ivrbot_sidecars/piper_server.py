@@ -32,7 +32,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Awaitable, Generator, Iterator
+from collections.abc import Awaitable, Generator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -84,31 +84,50 @@ class _Cancelled(Exception):
     pass
 
 
-def synthesize_bounded(voice: Any, text: str, max_phonemes: int = DEFAULT_PASS_PHONEMES) -> Generator[bytes]:
-    """Piper's ``synthesize()`` (one s16le chunk per sentence), but no pass longer than ``max_phonemes``.
+def phoneme_passes(voice: Any, text: str, max_phonemes: int = DEFAULT_PASS_PHONEMES) -> list[list[str]]:
+    """The passes Piper's ``synthesize()`` would make of ``text`` (one per sentence), none longer
+    than ``max_phonemes``.
 
     A segment's characters bound its phonemes only loosely (numbers are read out in words), and
     Piper's memory follows the phonemes of one pass; so an overlong sentence is cut at word breaks.
-    Each pass is normalized and converted as Piper does it.
     """
-    for phonemes in voice.phonemize(speakable(text)):
-        for part in split_phonemes(phonemes, max_phonemes):
-            if not part:
-                continue
-            audio = voice.phoneme_ids_to_audio(voice.phonemes_to_ids(part))
-            if isinstance(audio, tuple):
-                audio = audio[0]
-            peak = float(np.max(np.abs(audio))) if audio.size else 0.0
-            audio = audio / peak if peak >= 1e-8 else np.zeros_like(audio)
-            audio = np.clip(audio, -1.0, 1.0).astype(np.float32)
-            yield np.clip(audio * 32767.0, -32767.0, 32767.0).astype(np.int16).tobytes()
+    return [part for phonemes in voice.phonemize(speakable(text))
+            for part in split_phonemes(phonemes, max_phonemes) if part]
 
 
-def _next_chunk(chunks: Iterator[bytes]) -> tuple[bytes | None, float]:
-    """Advance the per-sentence generator by one pass (runs in a worker thread); with how long it took."""
+def synthesize_pass(voice: Any, part: list[str]) -> bytes:
+    """One pass as s16le, normalized and converted as Piper does it."""
+    audio = voice.phoneme_ids_to_audio(voice.phonemes_to_ids(part))
+    if isinstance(audio, tuple):
+        audio = audio[0]
+    peak = float(np.max(np.abs(audio))) if audio.size else 0.0
+    audio = audio / peak if peak >= 1e-8 else np.zeros_like(audio)
+    audio = np.clip(audio, -1.0, 1.0).astype(np.float32)
+    return bytes(np.clip(audio * 32767.0, -32767.0, 32767.0).astype(np.int16).tobytes())
+
+
+def synthesize_bounded(voice: Any, text: str, max_phonemes: int = DEFAULT_PASS_PHONEMES) -> Generator[bytes]:
+    """Piper's ``synthesize()`` (one s16le chunk per sentence), but no pass longer than ``max_phonemes``."""
+    for part in phoneme_passes(voice, text, max_phonemes):
+        yield synthesize_pass(voice, part)
+
+
+def _first_pass(voice: Any, text: str, max_phonemes: int) -> tuple[list[list[str]], bytes | None, float]:
+    """In a worker thread: the segment's passes, and the first one synthesized (with how long it took).
+
+    Knowing every pass up front, the player never schedules a job only to learn a segment is done:
+    such a job, deferred as read-ahead, held back the next sentence (review of 2026-12-04).
+    """
     t0 = time.perf_counter()
-    pcm = next(chunks, None)
-    return pcm, time.perf_counter() - t0
+    parts = phoneme_passes(voice, text, max_phonemes)
+    if not parts:
+        return [], None, time.perf_counter() - t0
+    return parts[1:], synthesize_pass(voice, parts[0]), time.perf_counter() - t0
+
+
+def _next_pass(voice: Any, part: list[str]) -> tuple[bytes, float]:
+    t0 = time.perf_counter()
+    return synthesize_pass(voice, part), time.perf_counter() - t0
 
 
 class _Connection:
@@ -223,44 +242,44 @@ class _Connection:
         self.log.debug("utterance end", id=utt.id, reason=reason, bytes=sent)
 
     async def _synthesize(self, utt: Utterance, text: str, *, first: bool = False) -> int:
-        """Stream one segment: the next sentence synthesizes while this one's frames are sent."""
+        """Stream one segment: the next pass synthesizes while this one's frames are sent."""
         loop = asyncio.get_running_loop()
         scheduler = self.server.scheduler
+        voice = self.server.voice
         bytes_per_s = 2 * self.server.sample_rate
         # A pass must start this long before its connection runs dry: what the segment (the pass to
         # come is at most all of it) takes to synthesize at the real-time factor measured lately.
         lead = self.server.rtf * AUDIO_SECONDS_PER_CHAR * len(text)
-        chunks = synthesize_bounded(self.server.voice, text, self.server.max_phonemes)
-        pending = scheduler.submit(max(self.play_until, loop.time()) - lead, _next_chunk, chunks)
+        job = scheduler.submit(max(self.play_until, loop.time()) - lead, _first_pass, voice, text,
+                               self.server.max_phonemes)
+        pending: asyncio.Future[Any] | None = job
         sent = 0
         try:
-            while True:
-                pcm, took = await self._unless_cancelled(utt, asyncio.shield(pending))
-                if pcm is None:
-                    return sent
+            rest, pcm, took = await self._unless_cancelled(utt, asyncio.shield(job))
+            pending = None
+            while pcm is not None:
                 self.server.observe_synthesis(took, len(pcm) / bytes_per_s)
                 if first and sent == 0:
                     pcm = trim_leading_silence(pcm, self.server.sample_rate)
-                # the next pass is needed when the client has played what it has and this one
-                pending = scheduler.submit(max(self.play_until, loop.time()) + len(pcm) / bytes_per_s - lead,
-                                           _next_chunk, chunks)
+                if rest:
+                    # the next pass is needed when the client has played what it has and this one
+                    pending = scheduler.submit(max(self.play_until, loop.time()) + len(pcm) / bytes_per_s - lead,
+                                               _next_pass, voice, rest.pop(0))
                 for frame in pcm_frames(pcm, self.server.frame_bytes):
                     if utt.cancelled.is_set():
                         raise _Cancelled
                     await self.ws.send(frame)
                     sent += len(frame)
                     self.play_until = max(self.play_until, loop.time()) + len(frame) / bytes_per_s
+                if pending is None:
+                    break
+                pcm, took = await self._unless_cancelled(utt, asyncio.shield(pending))
+                pending = None
+            return sent
         finally:
-            # Never touch the generator while a thread advances it: close it once that thread is done.
-            def discard(fut: asyncio.Future[tuple[bytes | None, float]]) -> None:
-                if not fut.cancelled():
-                    fut.exception()  # a failure of a sentence nobody waits for any more is not news
-                chunks.close()
-
-            if pending.done() or scheduler.withdraw(pending):  # withdrawn: no thread ever took it
-                discard(pending)
-            else:
-                pending.add_done_callback(discard)
+            if pending is not None and not scheduler.withdraw(pending):
+                # a pass nobody waits for any more: let it finish, and keep its failure out of the log
+                pending.add_done_callback(lambda fut: fut.cancelled() or fut.exception())
 
     async def _unless_cancelled(self, utt: Utterance, aw: Awaitable[T]) -> T:
         """Await ``aw`` unless the utterance is cancelled first (then raise _Cancelled)."""

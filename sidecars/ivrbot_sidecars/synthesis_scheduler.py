@@ -64,6 +64,9 @@ class SynthesisScheduler:
         """Run ``fn(*args)`` in the executor when its turn comes; ``deadline`` is in loop time."""
         loop = asyncio.get_running_loop()
         job = _Job(deadline, next(self._seq), fn, args, loop.create_future())
+        if self._closed:
+            job.future.cancel()  # the server is stopping: nothing more runs
+            return job.future
         heapq.heappush(self._heap, job)
         self._dispatch()
         return job.future

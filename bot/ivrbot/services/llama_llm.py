@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-from openai import NOT_GIVEN, Timeout
+from openai import NotGiven, Omit, Timeout
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.services.openai.llm import OpenAILLMService
 from pipecat.utils.types import assert_given
@@ -222,8 +222,8 @@ class LlamaLLMService(OpenAILLMService):
     async def prefill_body(self, context: LLMContext) -> dict[str, Any]:
         """``prefill_request`` as the JSON body the OpenAI client would post for it."""
         params = await self.prefill_request(context)
-        body = {k: v for k, v in params.items()
-                if v is not NOT_GIVEN and k not in ("extra_body", "extra_headers", "extra_query", "timeout")}
+        client_only = ("extra_body", "extra_headers", "extra_query", "timeout")
+        body = {k: v for k, v in params.items() if not isinstance(v, NotGiven | Omit) and k not in client_only}
         body.update(params.get("extra_body") or {})
         return body
 
