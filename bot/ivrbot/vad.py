@@ -90,7 +90,9 @@ class InlineSileroVADAnalyzer(SileroVADAnalyzer):
         self._pause_secs = pause_secs
         self._pause_frames = 0  # silent windows of a pause; 0: no pause signal (set with the params)
         self._paused = False  # a pause was signalled (or is due) and neither a resume nor the stop came
-        self._signal: bool | None = None  # due to on_pause: True a pause, False a resume
+        #: due to on_pause, in order: True a pause, False a resume. A chunk of several windows can
+        #: hold a resume and the next pause; both are told, so a listener never misses the resume.
+        self._due: list[bool] = []
         #: told of each pause and resume (``pause_signal.pause_forwarder``); None: nobody listens
         self.on_pause: PauseCallback | None = None
         super().__init__(sample_rate=sample_rate, params=params)
@@ -105,15 +107,28 @@ class InlineSileroVADAnalyzer(SileroVADAnalyzer):
             self._pause_frames = max(1, windows(self._pause_secs, self.sample_rate))
             if self._pause_frames >= self._vad_stop_frames:
                 raise ValueError(f"VAD pause_secs {self._pause_secs} is not shorter than stop_secs {params.stop_secs}")
-        self._paused, self._signal = False, None
+        self._paused, self._due = False, []
 
     async def analyze_audio(self, buffer: bytes) -> VADState:
         state = self._run_analyzer(buffer)
-        if self._signal is not None:
-            signal, self._signal = self._signal, None
+        due, self._due = self._due, []
+        for signal in due:
             if self.on_pause is not None:
                 await self.on_pause(signal)
         return state
+
+    def _pause(self) -> None:
+        self._paused = True
+        self._due.append(True)
+
+    def _unpause(self, *, resumed: bool) -> None:
+        """The pause ends: a pause not yet told is withdrawn; a told one gets a resume, unless the
+        stop ends it (the stop says it all)."""
+        self._paused = False
+        if self._due and self._due[-1]:
+            self._due.pop()
+        elif resumed:
+            self._due.append(False)
 
     def _get_smoothed_volume(self, audio: bytes) -> float:
         self._volume_tracker.update(audio, self.sample_rate)
@@ -157,27 +172,24 @@ class InlineSileroVADAnalyzer(SileroVADAnalyzer):
                     self._vad_starting_count += 1
                 elif state is VADState.STOPPING:
                     self._vad_state, self._vad_stopping_count = VADState.SPEAKING, 0
-                    if self._paused:  # a resume; one still due with the pause cancels it
-                        self._paused = False
-                        self._signal = None if self._signal else False
+                    if self._paused:
+                        self._unpause(resumed=True)
             elif state is VADState.STARTING:
                 self._vad_state, self._vad_starting_count = VADState.QUIET, 0
             elif state is VADState.SPEAKING:
                 self._vad_state, self._vad_stopping_count = VADState.STOPPING, 1
                 if self._pause_frames == 1:
-                    self._paused, self._signal = True, True
+                    self._pause()
             elif state is VADState.STOPPING:
                 self._vad_stopping_count += 1
                 if self._vad_stopping_count == self._pause_frames:
-                    self._paused, self._signal = True, True
+                    self._pause()
         if self._vad_state is VADState.STARTING and self._vad_starting_count >= self._vad_start_frames:
             self._vad_state, self._vad_starting_count = VADState.SPEAKING, 0
         if self._vad_state is VADState.STOPPING and self._vad_stopping_count >= self._vad_stop_frames:
             self._vad_state, self._vad_stopping_count = VADState.QUIET, 0
-            if self._paused:  # the stop says it all: a pause not yet signalled is not
-                self._paused = False
-                if self._signal:
-                    self._signal = None
+            if self._paused:
+                self._unpause(resumed=False)
         return self._vad_state
 
 

@@ -94,6 +94,15 @@ class TestPauseSignal:
         calls = await feed(vad, hush(12), per_call=12)
         assert calls[0][0] is VADState.QUIET and vad.signals == []
 
+    async def test_a_resume_and_the_next_pause_in_one_chunk_are_both_told(self) -> None:
+        # Found by the property below: the pending pause overwrote the pending resume, so the
+        # listener heard two pauses and never the resume between them.
+        vad = Scripted(0.064)  # 2 windows
+        await feed(vad, talk(10) + hush(2))
+        assert vad.signals == [True]
+        await feed(vad, [True, False, False], per_call=3)
+        assert vad.signals == [True, False, True]
+
     async def test_zero_disables_it(self) -> None:
         vad = Scripted(0.0)
         await feed(vad, talk(10) + hush(7) + talk(5) + hush(20))
@@ -117,8 +126,8 @@ def expand(spec: list[tuple[bool, int]]) -> list[bool]:
     return [s for s, n in spec for _ in range(n)]
 
 
-@settings(max_examples=150, deadline=None)
-@given(runs, st.sampled_from([0.032, 0.1, 0.15, 0.25]), st.sampled_from([1, 2, 3]))
+@settings(max_examples=300, deadline=None)
+@given(runs, st.sampled_from([0.032, 0.064, 0.1, 0.15, 0.25]), st.sampled_from([1, 2, 3]))
 async def test_at_most_one_pause_between_speech_and_none_for_a_short_pause(
     spec: list[tuple[bool, int]], pause_secs: float, per_call: int
 ) -> None:
@@ -128,7 +137,8 @@ async def test_at_most_one_pause_between_speech_and_none_for_a_short_pause(
     calls = await feed(vad, windows, per_call)
     armed = True  # no pause signalled since the last speech or stop
     prev: tuple[VADState, list[bool], int] | None = None
-    for state, signals, run in calls:
+    for k, (state, signals, run) in enumerate(calls):
+        spoke = any(windows[k * per_call : (k + 1) * per_call])
         for paused in signals:
             if paused:
                 assert armed, "a second pause without speech in between"
@@ -136,7 +146,8 @@ async def test_at_most_one_pause_between_speech_and_none_for_a_short_pause(
                 armed = False
             else:
                 assert not armed, "a resume without a pause"
-                assert state is VADState.SPEAKING
+                # the caller spoke in this chunk (it may end in silence again, or in the next pause)
+                assert spoke and state is not VADState.QUIET, (state, signals)
                 armed = True
         if state is VADState.QUIET:
             armed = True
