@@ -47,15 +47,23 @@ def windows(secs: float, sample_rate: int = 16000) -> int:
     return round(secs / (frames / sample_rate))
 
 
+def pause_windows(pause_secs: float, stop_secs: float, sample_rate: int = 16000) -> int:
+    """Silero windows of silence that signal a pause (0: no pause signal); a pause must be shorter
+    than the stop in whole windows, so a pause and a stop 10 ms apart that round alike are refused."""
+    if pause_secs <= 0:
+        return 0
+    pause = max(1, windows(pause_secs, sample_rate))
+    if pause >= windows(stop_secs, sample_rate):
+        raise ValueError(f"VAD pause_secs {pause_secs} is not shorter than stop_secs {stop_secs} "
+                         "in 32 ms Silero windows")
+    return pause
+
+
 def check_vad(settings: VadSettings, sample_rate: int = 16000) -> VADParams:
-    """``vad_params``, and the pause rule the analyzer applies per call: in whole Silero windows, so
-    a pause and a stop 10 ms apart that round to the same window count are refused here, at start,
-    not at every call's set-up."""
+    """``vad_params`` and the analyzer's pause rule: what every call's VAD set-up would refuse,
+    refused once, at start."""
     params = vad_params(settings)
-    if settings.pause_secs > 0 and max(1, windows(settings.pause_secs, sample_rate)) >= windows(
-            settings.stop_secs, sample_rate):
-        raise ValueError(f"VAD pause_secs {settings.pause_secs} is not shorter than stop_secs "
-                         f"{settings.stop_secs} in 32 ms Silero windows")
+    pause_windows(settings.pause_secs, settings.stop_secs, sample_rate)
     return params
 
 
@@ -104,9 +112,7 @@ class InlineSileroVADAnalyzer(SileroVADAnalyzer):
     def set_params(self, params: VADParams) -> None:
         super().set_params(params)
         if self._pause_secs > 0 and self.sample_rate:
-            self._pause_frames = max(1, windows(self._pause_secs, self.sample_rate))
-            if self._pause_frames >= self._vad_stop_frames:
-                raise ValueError(f"VAD pause_secs {self._pause_secs} is not shorter than stop_secs {params.stop_secs}")
+            self._pause_frames = pause_windows(self._pause_secs, params.stop_secs, self.sample_rate)
         self._paused, self._due = False, []
 
     async def analyze_audio(self, buffer: bytes) -> VADState:

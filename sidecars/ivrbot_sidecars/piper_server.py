@@ -32,7 +32,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Awaitable, Generator
+from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -104,12 +104,6 @@ def synthesize_pass(voice: Any, part: list[str]) -> bytes:
     audio = audio / peak if peak >= 1e-8 else np.zeros_like(audio)
     audio = np.clip(audio, -1.0, 1.0).astype(np.float32)
     return bytes(np.clip(audio * 32767.0, -32767.0, 32767.0).astype(np.int16).tobytes())
-
-
-def synthesize_bounded(voice: Any, text: str, max_phonemes: int = DEFAULT_PASS_PHONEMES) -> Generator[bytes]:
-    """Piper's ``synthesize()`` (one s16le chunk per sentence), but no pass longer than ``max_phonemes``."""
-    for part in phoneme_passes(voice, text, max_phonemes):
-        yield synthesize_pass(voice, part)
 
 
 def _first_pass(voice: Any, text: str, max_phonemes: int) -> tuple[list[list[str]], bytes | None, float]:
