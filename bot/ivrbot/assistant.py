@@ -31,7 +31,6 @@ from pipecat.processors.aggregators.llm_response_universal import (
 from pipecat.processors.frame_processor import FrameProcessor
 from pipecat.transports.base_transport import BaseTransport
 from pipecat.turns.user_start import TranscriptionUserTurnStartStrategy, VADUserTurnStartStrategy
-from pipecat.turns.user_stop import SpeechTimeoutUserTurnStopStrategy
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
 from ivrbot.apology import ApologyAudio, tone_apology
@@ -46,6 +45,7 @@ from ivrbot.services.piper_tts import PiperTTSService
 from ivrbot.services.preemptive import PreemptiveTurnStopStrategy, SpeculativeReplyGate
 from ivrbot.services.vosk_stt import VoskSTTService
 from ivrbot.telemetry.observer import worker_tracing_kwargs
+from ivrbot.turn_stop import PauseAwareTurnStopStrategy
 from ivrbot.vad import make_vad
 
 
@@ -102,7 +102,11 @@ class CallAssistant:
             preemptive=settings.preemptive_replies,
         )
         #: prefills llama-server's cache with the transcript while the caller speaks (None when off)
-        self.prefill = LLMPrefill(self.llm, self.context, call_id=call_id) if settings.llm_prefill else None
+        self.prefill = (
+            LLMPrefill(self.llm, self.context, call_id=call_id, stop_at_pause=settings.preemptive_replies)
+            if settings.llm_prefill
+            else None
+        )
         self.tts = PiperTTSService(
             url=settings.piper_url,
             sample_rate=settings.tts_sample_rate,
@@ -122,7 +126,7 @@ class CallAssistant:
             empty_user_turn=None,
         )
         self.aggregators = LLMContextAggregatorPair(self.context, user_params=user_params)
-        if settings.preemptive_replies:  # the caller's pause finalizes Vosk and starts the reply
+        if settings.vad.pause_secs > 0:  # the caller's pause finalizes Vosk (and may start the reply)
             self.vad.on_pause = pause_forwarder(self.aggregators.user())
         #: holds a preemptive reply after the TTS until its turn is confirmed (None when off)
         self.reply_gate = SpeculativeReplyGate() if settings.preemptive_replies else None
@@ -164,10 +168,10 @@ class CallAssistant:
         self._wire(greet_on_start)
 
     @staticmethod
-    def _turn_stop_strategy(settings: AssistantSettings, call_id: str) -> SpeechTimeoutUserTurnStopStrategy:
+    def _turn_stop_strategy(settings: AssistantSettings, call_id: str) -> PauseAwareTurnStopStrategy:
         if settings.preemptive_replies:
             return PreemptiveTurnStopStrategy(user_speech_timeout=settings.turn_stop_secs, call_id=call_id)
-        return SpeechTimeoutUserTurnStopStrategy(user_speech_timeout=settings.turn_stop_secs)
+        return PauseAwareTurnStopStrategy(user_speech_timeout=settings.turn_stop_secs)
 
     # call control as seen by the DTMF menu: remember why the call ended -------------------------
 

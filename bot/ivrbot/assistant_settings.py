@@ -85,8 +85,10 @@ class AssistantSettings:
     #: seconds llama-server may go quiet between two tokens of a reply before the same happens
     llm_stall_timeout_secs: float = 4.0
     vad: VadSettings = field(default_factory=VadSettings)
-    #: seconds after the VAD's stop before the user turn ends (on top of vad.stop_secs)
-    turn_stop_secs: float = 0.1
+    #: seconds after the VAD's stop before the user turn ends (on top of vad.stop_secs). 0: the turn
+    #: ends on the stop once the finalized transcript is in, which the pause's final usually already
+    #: is (turn_stop.py); 0.1 before 2026-12-04, which the caller heard on every reply
+    turn_stop_secs: float = 0.0
     dtmf_map: dict[str, DtmfAction] = field(default_factory=dict)
     #: caller phrases (case-insensitive substrings of a final transcript) that end the call
     hangup_phrases: tuple[str, ...] = ("goodbye", "good bye", "bye bye")

@@ -8,10 +8,11 @@ Defaults, and why (8 kHz G.711 upsampled to 16 kHz; line noise and codec artefac
 - min_volume 0.4 (Pipecat 0.6): G.711 calls arrive quieter than headset audio, after AGC-less gateways.
 - pause_secs 0.15 (not in Pipecat): a pause, signalled once while the VAD waits out ``stop_secs``
   (``on_pause(True)``; ``on_pause(False)`` if the caller speaks again before the stop). The STT
-  finalizes Vosk on it and a preemptive reply starts there, so every window earlier is latency
-  hidden; but each pause splits Vosk's decoding and a reply started on a mid-sentence pause is
-  thrown away. 0.15 s (5 Silero windows) is above the stop closures of speech (Korean tense stops
-  hold ~0.1-0.15 s of near silence) and still half of ``stop_secs``. 0 disables it.
+  finalizes Vosk on it, so the turn's transcript is in when the stop comes and the turn ends on the
+  stop (a preemptive reply, when enabled, starts there too); but each pause splits Vosk's decoding,
+  and a reply started on a mid-sentence pause is thrown away. 0.15 s (5 Silero windows) is above the
+  stop closures of speech (Korean tense stops hold ~0.1-0.15 s of near silence) and still half of
+  ``stop_secs``. 0 disables it.
 
 The analyzer runs on the event loop, not in Pipecat's one-thread executor: a Silero window costs
 about 0.3 ms, while handing every 20 ms chunk to a thread and waking the loop back up cost more CPU

@@ -210,7 +210,7 @@ async def test_a_pause_leaves_the_slot_to_the_preemptive_request_until_the_calle
     """With preemptive replies the pause's forced final starts the real request: no prefill competes."""
     llm = FakeLLM()
     llm.release.set()
-    prefill = LLMPrefill(llm, LLMContext(), call_id="test-call")
+    prefill = LLMPrefill(llm, LLMContext(), call_id="test-call", stop_at_pause=True)
     async with Harness(prefill) as h:
         await h.down.push_frame(VADUserStartedSpeakingFrame(), FrameDirection.UPSTREAM)
         await h.send(InterimTranscriptionFrame(text="예약 을", user_id="caller", timestamp=""))
@@ -226,6 +226,28 @@ async def test_a_pause_leaves_the_slot_to_the_preemptive_request_until_the_calle
         await h.send(InterimTranscriptionFrame(text="내일 오후", user_id="caller", timestamp=""))
         assert await h.wait_for(lambda: prefill.completed == 2, timeout=10)
     assert llm.calls[-1] == "예약 을 하고 싶어요 내일 오후"
+
+
+async def test_the_pause_final_is_prefilled_and_the_stop_ends_prefilling() -> None:
+    """Without preemptive replies the real request comes at the VAD's stop, after the pause's final:
+    that final (the partials plus Vosk's last word) is put in the cache first."""
+    llm = FakeLLM()
+    llm.release.set()
+    prefill = LLMPrefill(llm, LLMContext(), call_id="test-call")
+    async with Harness(prefill) as h:
+        await h.down.push_frame(VADUserStartedSpeakingFrame(), FrameDirection.UPSTREAM)
+        await h.send(InterimTranscriptionFrame(text="예약 을", user_id="caller", timestamp=""))
+        assert await h.wait_for(lambda: prefill.completed == 1, timeout=10)
+        await h.down.push_frame(UserPausedFrame(), FrameDirection.UPSTREAM)
+        assert await h.wait_for(lambda: len(h.up.of(UserPausedFrame)) == 1, timeout=10)
+        llm.release.set()
+        await h.send(TranscriptionFrame(text="예약 을 하고 싶어요", user_id="caller", timestamp=""))
+        assert await h.wait_for(lambda: prefill.completed == 2, timeout=10)
+        assert llm.calls == ["예약 을", "예약 을 하고 싶어요"]
+        await h.down.push_frame(VADUserStoppedSpeakingFrame(), FrameDirection.UPSTREAM)
+        await h.send(InterimTranscriptionFrame(text="예약 을 하고 싶어요 네", user_id="caller", timestamp=""))
+        await asyncio.sleep(0.05)
+    assert llm.calls == ["예약 을", "예약 을 하고 싶어요"], "nothing after the stop"
 
 
 # --- the real llama-server ------------------------------------------------------------------------

@@ -309,6 +309,30 @@ async def test_a_pause_gives_a_pause_final_and_a_silent_stop_an_empty_segment(vo
         assert finals(h)[1].text.strip() and finals(h)[1].result[PAUSE_FINAL] is False
 
 
+async def test_words_vosk_makes_of_the_pause_silence_are_dropped(vosk: SidecarProcess) -> None:
+    """The turn ends on the pause's final at the VAD's stop; a word Vosk then decodes from the audio
+    the VAD called silence (line noise, a breath) would start a turn of its own and cut the reply
+    off. Here that "silence" is a whole phrase the VAD did not call speech."""
+    stt = VoskSTTService(url=f"ws://127.0.0.1:{vosk.port}")
+    async with Harness(stt) as h:
+        assert await stt.wait_connected(30)
+        await h.send(VADUserStartedSpeakingFrame(start_secs=0.15))
+        await speak(h, caller_speech(FIRST) + silence(0.15))
+        await h.send(UserPausedFrame())
+        assert await h.wait_for(lambda: bool(finals(h)))
+        partials = len(h.down.of(InterimTranscriptionFrame))
+        await speak(h, caller_speech(SECOND) + silence(0.3))
+        await h.send(VADUserStoppedSpeakingFrame(stop_secs=0.3))
+        assert await h.wait_for(lambda: not stt._sent)
+        assert len(h.down.of(TranscriptionFrame)) == 1 and finals(h)[0].result[PAUSE_FINAL] is True
+        assert len(h.down.of(InterimTranscriptionFrame)) == partials
+        assert stt.hush_words_dropped == 1
+        # A resumed caller's words are not silence: the next utterance is transcribed as usual.
+        await speak_and_stop(h, caller_speech(SECOND))
+        assert await h.wait_for(lambda: len(finals(h)) == 2)
+        assert overlap(SECOND, finals(h)[1].text) > 0
+
+
 def similarity(a: str, b: str) -> float:
     return len(hangul(a) & hangul(b)) / max(1, len(hangul(a) | hangul(b)))
 

@@ -18,9 +18,12 @@ user aggregator that feeds it frames and runs the requests. Rules:
 - a transcript is sent only when it has at least ``min_growth`` characters beyond its common prefix
   with the last transcript prefilled: a Vosk partial grows a word at a time (a space and at least one
   syllable), and a repeat or a one-character change is not worth a request;
-- nothing is sent between a VAD stop and the next VAD start, nor during a pause that preemptive
-  replies act on (the real request is coming and must not wait behind a prefill for the llama
-  slot); the one in flight is cancelled at the stop or pause.
+- nothing is sent between a VAD stop and the next VAD start (the real request is coming and must
+  not wait behind a prefill for the llama slot); the one in flight is cancelled at the stop;
+- the caller's pause (``vad.pause_secs``, before the stop) finalizes Vosk, and that final is sent:
+  it is the whole question when the caller says no more, so the request at the stop finds even the
+  last word cached. With preemptive replies on, the real request starts on that final instead, so
+  the pause is treated as the stop (``stop_at_pause``).
   Cancelling closes the connection, but llama-server evaluates the prompt it already started
   (one decode call) and keeps the slot until then: measured in docs/pipeline.md.
 
@@ -151,9 +154,11 @@ class LLMPrefill(FrameProcessor):
         *,
         call_id: str = "",
         min_growth: int = 3,
+        stop_at_pause: bool = False,
         **kwargs: object,
     ) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
+        self._stop_at_pause = stop_at_pause
         self._llm = llm
         self._context = context
         self.plan = PrefillPlan(min_growth=min_growth)
@@ -172,10 +177,10 @@ class LLMPrefill(FrameProcessor):
         await super().process_frame(frame, direction)
         await self.push_frame(frame, direction)
         # the VAD frames come upstream from the aggregator, transcripts downstream from the STT
-        # a pause (preemptive replies) starts the real request on its forced final: leave it the slot
         if isinstance(frame, (VADUserStartedSpeakingFrame, UserResumedFrame)):
             self._send(self.plan.vad_started())
-        elif isinstance(frame, (VADUserStoppedSpeakingFrame, UserPausedFrame)):
+        elif isinstance(frame, VADUserStoppedSpeakingFrame) or (
+                isinstance(frame, UserPausedFrame) and self._stop_at_pause):
             self._stop()
         elif isinstance(frame, InterimTranscriptionFrame):
             self._send(self.plan.partial(frame.text, frame.includes_inter_frame_spaces))

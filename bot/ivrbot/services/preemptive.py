@@ -1,14 +1,13 @@
 """Preemptive replies: answer the caller's pause before the end of the turn is confirmed.
 
-The turn ends (``SpeechTimeoutUserTurnStopStrategy``) once the VAD has stopped *and* Vosk's
-finalized transcript is in, and ``user_speech_timeout`` has passed since the stop. This starts the
-LLM earlier: when the VAD hears a pause (``vad.pause_secs`` of silence, before its ``stop_secs``)
-the STT finalizes Vosk there and pushes that final marked ``PAUSE_FINAL``; on it, the reply starts
-on the turn's finals so far, which now end at the pause. A partial was no basis: Vosk's final
-nearly always adds the last word its partials lacked (docs/pipeline.md). It runs through Pipecat
-1.14's speculation machinery (the aggregator runs the inference on a provisional context; nothing
-is written to the conversation), and the reply's first clause is synthesized too. What it produces
-is held behind the TTS until the turn is confirmed:
+The turn ends (``turn_stop.py``) once the VAD has stopped *and* Vosk's finalized transcript is in.
+When the VAD hears a pause (``vad.pause_secs`` of silence, before its ``stop_secs``) the STT
+finalizes Vosk there and pushes that final marked ``PAUSE_FINAL``; this starts the LLM earlier
+still: on that final, the reply starts on the turn's finals so far, which now end at the pause. A
+partial was no basis: Vosk's final nearly always adds the last word its partials lacked
+(docs/pipeline.md). It runs through Pipecat 1.14's speculation machinery (the aggregator runs the
+inference on a provisional context; nothing is written to the conversation), and the reply's first
+clause is synthesized too. What it produces is held behind the TTS until the turn is confirmed:
 
 - confirmed, and the turn's transcript matches the one the reply was started on (``normalize``:
   Unicode NFKC, case, punctuation, whitespace), which it does when the caller stayed silent from the
@@ -44,11 +43,11 @@ from pipecat.frames.frames import (
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.turns.speculation_gate import GatedFrame, SpeculationGate
 from pipecat.turns.types import ProcessFrameResult, UserTurnSpeculation
-from pipecat.turns.user_stop import SpeechTimeoutUserTurnStopStrategy
 
 from ivrbot.logs import get_logger
 from ivrbot.pause_signal import UserResumedFrame
 from ivrbot.services.vosk_stt import PAUSE_FINAL
+from ivrbot.turn_stop import PauseAwareTurnStopStrategy
 
 #: set on a speculative reply's ``LLMFullResponseStartFrame`` by the LLM, read by the gate after the TTS
 SPECULATIVE = "ivrbot_speculative"
@@ -67,9 +66,9 @@ def transcripts_match(used: str, final: str) -> bool:
     return normalize(used) == normalize(final)
 
 
-class PreemptiveTurnStopStrategy(SpeechTimeoutUserTurnStopStrategy):  # type: ignore[no-untyped-call]
-    """The bot's turn end (VAD stop + finalized transcript + ``user_speech_timeout``), with a
-    speculative reply started at the caller's pause on the turn's finals up to it."""
+class PreemptiveTurnStopStrategy(PauseAwareTurnStopStrategy):
+    """The bot's turn end (``turn_stop.py``), with a speculative reply started at the caller's
+    pause on the turn's finals up to it."""
 
     def __init__(self, *, call_id: str = "", **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -98,11 +97,7 @@ class PreemptiveTurnStopStrategy(SpeechTimeoutUserTurnStopStrategy):  # type: ig
             if self._speculation is not None:
                 self.resumed += 1
                 await self._withdraw("caller resumed")
-        if isinstance(frame, UserResumedFrame):
-            # Pipecat's VAD sends no start for speech before its stop: what a start would void, this does
-            # (the pause's final no longer finalizes the turn).
-            await self._discard_pending_end_of_turn()  # type: ignore[no-untyped-call]
-        elif isinstance(frame, TranscriptionFrame) and frame.text.strip():
+        if isinstance(frame, TranscriptionFrame) and frame.text.strip():
             self._finals.append(frame.text.strip())
         result = await super().process_frame(frame)
         if isinstance(frame, TranscriptionFrame) and isinstance(frame.result, dict) and frame.result.get(PAUSE_FINAL):

@@ -19,8 +19,10 @@ is pushed marked ``PAUSE_FINAL`` and the server goes on with a fresh decoder. Au
 pause is silence by the VAD's judgement, so partials answering it are not pushed (a stray word from
 line noise would tell the turn strategy more text is coming). If the caller resumes, that audio is
 decoded as a new segment and its final follows as a second transcription of the same turn (the user
-aggregator joins them in order); if not, the finalize at the VAD's stop answers an empty segment,
-which pushes nothing (the turn already has its finalized transcript, so it ends without waiting).
+aggregator joins them in order); if not, the finalize at the VAD's stop answers a segment of only
+that silence, which pushes nothing, not even a word Vosk makes of line noise (counted in
+``hush_words_dropped``): the turn already ended on the pause's final at the stop, and a word now
+would start a turn of its own and cut the reply off.
 
 Speech that comes before the call's first connection is up (a caller who talks at once, a bot whose
 event loop is busy setting the call up) is held and sent, in order, as soon as it is: the first
@@ -91,8 +93,8 @@ VOSK_EOF = '{"eof" : 1}'
 #: what each message sent was: speech, audio during a signalled pause, a finalize at the VAD's stop,
 #: at a pause, or at a pause the caller has since resumed after (the server answers each with one
 #: message, in order)
-_Sent = Literal["audio", "hush", "reset", "pause", "pause-resumed"]
-_RESETS = ("reset", "pause", "pause-resumed")
+_Sent = Literal["audio", "hush", "reset", "reset-hush", "pause", "pause-resumed"]
+_RESETS = ("reset", "reset-hush", "pause", "pause-resumed")
 
 #: key in a TranscriptionFrame's ``result``: true when the final answers a finalize at a pause, not
 #: at the VAD's stop (preemptive replies start on it)
@@ -159,6 +161,8 @@ class VoskSTTService(WebsocketSTTService):
         self.reconnects = 0
         self.outages = 0
         self.stalls = 0
+        #: finals Vosk made of audio the VAD called silence (after a pause, up to the stop): dropped
+        self.hush_words_dropped = 0
 
     def can_generate_metrics(self) -> bool:
         return True
@@ -357,8 +361,9 @@ class VoskSTTService(WebsocketSTTService):
             return
         if rest:
             await self._send_audio(rest)
+        hush = self._paused  # paused and not resumed: this segment is the pause's silence alone
         self._paused = False
-        await self._send_reset(ws, "reset")
+        await self._send_reset(ws, "reset-hush" if hush else "reset")
 
     async def _finalize_pause(self) -> None:
         """The caller paused mid-turn: the final of what was said so far, while the gate stays open."""
@@ -490,6 +495,10 @@ class VoskSTTService(WebsocketSTTService):
         if "text" not in data:
             return
         text = str(data.get("text") or "").strip()
+        if text and answered == "reset-hush":
+            self.hush_words_dropped += 1
+            self._log.info("stt final of the pause's silence dropped", text=text)
+            text = ""
         if finalized and answered != "pause-resumed":  # that one is followed by the resumed speech's final
             self.confirm_finalize()  # type: ignore[no-untyped-call]
         if text:
