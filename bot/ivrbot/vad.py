@@ -118,10 +118,11 @@ class InlineSileroVADAnalyzer(SileroVADAnalyzer):
 
     async def analyze_audio(self, buffer: bytes) -> VADState:
         state = self._run_analyzer(buffer)
-        due, self._due = self._due, []
-        for signal in due:
-            if self.on_pause is not None:
-                await self.on_pause(signal)
+        if self._due:  # rare: nearly every 20 ms chunk has nothing to tell, and allocates nothing
+            due, self._due = self._due, []
+            for signal in due:
+                if self.on_pause is not None:
+                    await self.on_pause(signal)
         return state
 
     def _pause(self) -> None:

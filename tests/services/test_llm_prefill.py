@@ -206,17 +206,22 @@ async def test_a_failing_llm_is_counted_and_the_call_goes_on() -> None:
     assert prefill.completed == 0
 
 
+async def partial_then_pause(h: Harness, prefill: LLMPrefill) -> None:
+    """The caller speaks, a partial is prefilled, then the caller pauses."""
+    await h.down.push_frame(VADUserStartedSpeakingFrame(), FrameDirection.UPSTREAM)
+    await h.send(InterimTranscriptionFrame(text="예약 을", user_id="caller", timestamp=""))
+    assert await h.wait_for(lambda: prefill.completed == 1, timeout=10)
+    await h.down.push_frame(UserPausedFrame(), FrameDirection.UPSTREAM)
+    assert await h.wait_for(lambda: len(h.up.of(UserPausedFrame)) == 1, timeout=10)
+
+
 async def test_a_pause_leaves_the_slot_to_the_preemptive_request_until_the_caller_resumes() -> None:
     """With preemptive replies the pause's forced final starts the real request: no prefill competes."""
     llm = FakeLLM()
     llm.release.set()
     prefill = LLMPrefill(llm, LLMContext(), call_id="test-call", stop_at_pause=True)
     async with Harness(prefill) as h:
-        await h.down.push_frame(VADUserStartedSpeakingFrame(), FrameDirection.UPSTREAM)
-        await h.send(InterimTranscriptionFrame(text="예약 을", user_id="caller", timestamp=""))
-        assert await h.wait_for(lambda: prefill.completed == 1, timeout=10)
-        await h.down.push_frame(UserPausedFrame(), FrameDirection.UPSTREAM)
-        assert await h.wait_for(lambda: len(h.up.of(UserPausedFrame)) == 1, timeout=10)
+        await partial_then_pause(h, prefill)
         await h.send(TranscriptionFrame(text="예약 을 하고 싶어요", user_id="caller", timestamp=""))
         assert await h.wait_for(lambda: len(h.down.of(TranscriptionFrame)) == 1, timeout=10)
         await asyncio.sleep(0.05)
@@ -235,11 +240,7 @@ async def test_the_pause_final_is_prefilled_and_the_stop_ends_prefilling() -> No
     llm.release.set()
     prefill = LLMPrefill(llm, LLMContext(), call_id="test-call")
     async with Harness(prefill) as h:
-        await h.down.push_frame(VADUserStartedSpeakingFrame(), FrameDirection.UPSTREAM)
-        await h.send(InterimTranscriptionFrame(text="예약 을", user_id="caller", timestamp=""))
-        assert await h.wait_for(lambda: prefill.completed == 1, timeout=10)
-        await h.down.push_frame(UserPausedFrame(), FrameDirection.UPSTREAM)
-        assert await h.wait_for(lambda: len(h.up.of(UserPausedFrame)) == 1, timeout=10)
+        await partial_then_pause(h, prefill)
         llm.release.set()
         await h.send(TranscriptionFrame(text="예약 을 하고 싶어요", user_id="caller", timestamp=""))
         assert await h.wait_for(lambda: prefill.completed == 2, timeout=10)

@@ -286,16 +286,21 @@ async def speak(h: Harness, pcm: bytes) -> None:
     assert await h.wait_for(lambda: len(h.down.of(InputAudioRawFrame)) >= before + len(frames))
 
 
+async def say_and_pause(h: Harness, text: str) -> TranscriptionFrame:
+    """The caller says ``text`` and pauses: the final that answers the pause's finalize."""
+    await h.send(VADUserStartedSpeakingFrame(start_secs=0.15))
+    await speak(h, caller_speech(text) + silence(0.15))
+    await h.send(UserPausedFrame())
+    assert await h.wait_for(lambda: bool(finals(h)))
+    return finals(h)[-1]
+
+
 async def test_a_pause_gives_a_pause_final_and_a_silent_stop_an_empty_segment(vosk: SidecarProcess) -> None:
     stt = VoskSTTService(url=f"ws://127.0.0.1:{vosk.port}")
     async with Harness(stt) as h:
         assert await stt.wait_connected(30)
-        await h.send(VADUserStartedSpeakingFrame(start_secs=0.15))
-        await speak(h, caller_speech(SPOKEN) + silence(0.15))
-        await h.send(UserPausedFrame())
         # The final of what was said, before any stop, marked as a pause's and finalized.
-        assert await h.wait_for(lambda: bool(finals(h)))
-        pause_final = finals(h)[0]
+        pause_final = await say_and_pause(h, SPOKEN)
         assert pause_final.result[PAUSE_FINAL] is True and overlap(SPOKEN, pause_final.text) > 0
         # The caller stays silent until the VAD's stop: that finalize answers an empty segment.
         await speak(h, silence(0.15))
@@ -316,10 +321,7 @@ async def test_words_vosk_makes_of_the_pause_silence_are_dropped(vosk: SidecarPr
     stt = VoskSTTService(url=f"ws://127.0.0.1:{vosk.port}")
     async with Harness(stt) as h:
         assert await stt.wait_connected(30)
-        await h.send(VADUserStartedSpeakingFrame(start_secs=0.15))
-        await speak(h, caller_speech(FIRST) + silence(0.15))
-        await h.send(UserPausedFrame())
-        assert await h.wait_for(lambda: bool(finals(h)))
+        await say_and_pause(h, FIRST)
         partials = len(h.down.of(InterimTranscriptionFrame))
         await speak(h, caller_speech(SECOND) + silence(0.3))
         await h.send(VADUserStoppedSpeakingFrame(stop_secs=0.3))
@@ -353,10 +355,7 @@ async def test_resuming_after_a_pause_final_gives_the_rest_as_a_second_final_in_
     stt = VoskSTTService(url=f"ws://127.0.0.1:{vosk.port}")
     async with Harness(stt) as h:
         assert await stt.wait_connected(30)
-        await h.send(VADUserStartedSpeakingFrame(start_secs=0.15))
-        await speak(h, caller_speech(FIRST) + silence(0.15))
-        await h.send(UserPausedFrame())
-        assert await h.wait_for(lambda: bool(finals(h)))
+        await say_and_pause(h, FIRST)
         await speak(h, silence(0.1))
         await h.send(UserResumedFrame())
         await speak(h, caller_speech(SECOND) + silence(0.3))
