@@ -19,6 +19,7 @@ import asyncio
 import time
 from typing import Any
 
+from pipecat.audio.vad.vad_analyzer import VADAnalyzer
 from pipecat.clocks.base_clock import BaseClock
 from pipecat.frames.frames import ErrorFrame, LLMRunFrame, TTSSpeakFrame
 from pipecat.pipeline.pipeline import Pipeline
@@ -47,6 +48,19 @@ from ivrbot.services.vosk_stt import VoskSTTService
 from ivrbot.telemetry.observer import worker_tracing_kwargs
 from ivrbot.turn_stop import PauseAwareTurnStopStrategy
 from ivrbot.vad import make_vad
+
+
+def user_turns(vad: VADAnalyzer, turn_stop: PauseAwareTurnStopStrategy) -> LLMUserAggregatorParams:
+    """The user aggregator's VAD and turn strategies: a turn starts on speech or words, ends on ``turn_stop``."""
+    return LLMUserAggregatorParams(
+        vad_analyzer=vad,
+        user_turn_strategies=UserTurnStrategies(
+            start=[VADUserTurnStartStrategy(), TranscriptionUserTurnStartStrategy()],
+            stop=[turn_stop],
+        ),
+        # A turn with no words (a cough that interrupted the bot) is not a question.
+        empty_user_turn=None,
+    )
 
 
 class CallAssistant:
@@ -116,16 +130,7 @@ class CallAssistant:
         self.dtmf = DTMFMenu(settings.dtmf_map, self, call_id=call_id)
         self.turn_stop = self._turn_stop_strategy(settings, call_id)
         self.vad = make_vad(settings.vad, settings.audio_in_sample_rate)
-        user_params = LLMUserAggregatorParams(
-            vad_analyzer=self.vad,
-            user_turn_strategies=UserTurnStrategies(
-                start=[VADUserTurnStartStrategy(), TranscriptionUserTurnStartStrategy()],
-                stop=[self.turn_stop],
-            ),
-            # A turn with no words (a cough that interrupted the bot) is not a question.
-            empty_user_turn=None,
-        )
-        self.aggregators = LLMContextAggregatorPair(self.context, user_params=user_params)
+        self.aggregators = LLMContextAggregatorPair(self.context, user_params=user_turns(self.vad, self.turn_stop))
         if settings.vad.pause_secs > 0:  # the caller's pause finalizes Vosk (and may start the reply)
             self.vad.on_pause = pause_forwarder(self.aggregators.user())
         #: holds a preemptive reply after the TTS until its turn is confirmed (None when off)

@@ -13,6 +13,7 @@ from pipecat.frames.frames import (
     BotStoppedSpeakingFrame,
     EndFrame,
     Frame,
+    InputAudioRawFrame,
     InterimTranscriptionFrame,
     LLMTextFrame,
     TranscriptionFrame,
@@ -24,15 +25,24 @@ from pipecat.frames.frames import (
 )
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
+from pipecat.processors.aggregators.llm_context import LLMContext
+from pipecat.processors.aggregators.llm_response_universal import LLMContextAggregatorPair
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.workers.runner import WorkerRunner
 
+from ivrbot.assistant import user_turns
+from ivrbot.assistant_settings import AssistantSettings
 from ivrbot.metrics import Metrics
+from ivrbot.pause_signal import UserPausedFrame, pause_forwarder
 from ivrbot.telemetry.calls import CallTrace
 from ivrbot.telemetry.clock import BotClock
 from ivrbot.telemetry.observer import CallTraceObserver, worker_tracing_kwargs
 from ivrbot.telemetry.setup import Tracing
 from ivrbot.telemetry.timeline import LLM_FIRST_TOKEN, TTS_FIRST_AUDIO, VAD_STOP
+from ivrbot.turn_stop import PauseAwareTurnStopStrategy
+from ivrbot.vad import make_vad
+from ivrbot_tools.demo import trim_silence
+from ivrbot_tools.speech_samples import caller_speech, silence
 
 from .otlp_receiver import OtlpReceiver, children
 
@@ -138,3 +148,91 @@ async def test_observer_marks_stages_and_pipecat_spans_join_the_call(
     # Pipecat's turn spans sit under its conversation, in the same trace.
     assert any(s.name == "turn" for s in children(spans, conv))
     assert metrics.registry.get_sample_value("ivrbot_turn_latency_seconds_count") == 1
+
+
+class PauseFinalSTT(FrameProcessor):
+    """Stands in for the STT as the turn-end path uses it: a finalized transcript at the caller's pause."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+        self.finalized = asyncio.Event()
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        if isinstance(frame, UserPausedFrame) and not self.finalized.is_set():
+            final = TranscriptionFrame(self.text, "caller", "t1")
+            final.finalized = True
+            await self.push_frame(final)
+            self.finalized.set()
+        await self.push_frame(frame, direction)
+
+
+def chunks(pcm: bytes, rate: int = 16000) -> list[Frame]:
+    step = 2 * rate // 50
+    return [InputAudioRawFrame(audio=pcm[i : i + step], sample_rate=rate, num_channels=1)
+            for i in range(0, len(pcm), step)]
+
+
+async def test_a_turn_whose_final_came_at_the_pause_is_complete(global_tracing: Tracing) -> None:
+    """Vosk's final usually arrives at the caller's pause, before the VAD's stop. The real user
+    aggregator (the VAD inside it) sends that stop twice, upstream to the STT and downstream; both
+    used to open a turn, the second abandoning the first with the final, so half of all turns had
+    no stage times (bench ``stage_sources`` ``none``)."""
+    settings = AssistantSettings()
+    ct = CallTrace("obs-pause@test", tracer=global_tracing.tracer(), remote=("127.0.0.1", 5062))
+    ct.answered()
+    clock = BotClock()
+    vad = make_vad(settings.vad, settings.audio_in_sample_rate)
+    stt = PauseFinalSTT("what are your hours")
+    turn_stop = PauseAwareTurnStopStrategy(user_speech_timeout=settings.turn_stop_secs)
+    user = LLMContextAggregatorPair(LLMContext(), user_params=user_turns(vad, turn_stop)).user()
+    vad.on_pause = pause_forwarder(user)
+    turns_ended = asyncio.Event()
+
+    async def ended(*_: object) -> None:
+        turns_ended.set()
+
+    user.add_event_handler("on_user_turn_stopped", ended)
+    worker = PipelineWorker(
+        Pipeline([stt, user, PassThrough()]),
+        params=PipelineParams(audio_in_sample_rate=settings.audio_in_sample_rate),
+        enable_rtvi=False, idle_timeout_secs=None, clock=clock, observers=[CallTraceObserver(ct, clock)],
+    )
+    started = asyncio.Event()
+
+    async def _started(w: PipelineWorker, frame: Frame) -> None:
+        started.set()
+
+    worker.add_event_handler("on_pipeline_started", _started)
+    runner = WorkerRunner(handle_sigint=False)
+    await runner.add_workers(worker)
+    run = asyncio.create_task(runner.run())
+    try:
+        await asyncio.wait_for(started.wait(), 30)
+        # speech, then silence 20 ms at a time (as a caller sends it) until the pause's final is in
+        await worker.queue_frames(chunks(trim_silence(caller_speech("오늘 날씨가 어때요"))))
+        for _ in range(25):
+            if stt.finalized.is_set():
+                break
+            await worker.queue_frames(chunks(silence(0.02)))
+            await asyncio.sleep(0.02)
+        assert stt.finalized.is_set()
+        assert ct.current_turn is None  # no stop yet
+        await worker.queue_frames(chunks(silence(0.4)))  # the stop
+        await asyncio.wait_for(turns_ended.wait(), 30)
+        await until(lambda: ct.current_turn is not None, "turn opened")
+        await worker.queue_frames([LLMTextFrame("We open"), TTSAudioRawFrame(b"\0\0" * 160, 16000, 1)])
+        await until(lambda: ct.current_turn is not None and ct.current_turn.has(TTS_FIRST_AUDIO), "tts marked")
+        turn = ct.current_turn
+        assert turn is not None and turn.number == 1
+        assert turn.moments["stt_final"] == turn.moments[VAD_STOP]  # VAD->STT is 0: the final was in first
+        ct.mark_first_packet_sent()
+        assert ct.turns_completed == 1
+        await worker.queue_frames([EndFrame()])
+        await asyncio.wait_for(run, 30)
+    finally:
+        if not run.done():
+            await worker.cancel()
+            await asyncio.gather(run, return_exceptions=True)
+    ct.end("caller_bye")

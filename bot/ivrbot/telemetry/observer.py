@@ -1,6 +1,8 @@
 """Pipecat observer that turns pipeline frames into the stage moments of a ``CallTrace``.
 
-Frame -> moment (first push of each frame only; broadcast twins counted once):
+Frame -> moment (first push of each frame only; broadcast twins counted once; the VAD frames only
+downstream, because the user aggregator sends each as two separate frames, one pushed upstream to
+the STT and one queued through its own turn strategies and on down, with nothing that pairs them):
 
 - ``VADUserStartedSpeakingFrame``  -> ``user_started_speaking`` (abandons a turn still waiting)
 - ``VADUserStoppedSpeakingFrame``  -> ``user_stopped_speaking`` (a turn opens; carries stop_secs)
@@ -35,6 +37,7 @@ from pipecat.frames.frames import (
     VADUserStoppedSpeakingFrame,
 )
 from pipecat.observers.base_observer import BaseObserver, FramePushed
+from pipecat.processors.frame_processor import FrameDirection
 
 from ivrbot.telemetry.calls import CallTrace
 from ivrbot.telemetry.clock import BotClock
@@ -47,6 +50,9 @@ _WATCHED = (
     TTSAudioRawFrame,
     BotStartedSpeakingFrame,
 )
+
+
+_VAD = (VADUserStartedSpeakingFrame, VADUserStoppedSpeakingFrame)
 
 
 class CallTraceObserver(BaseObserver):
@@ -76,6 +82,8 @@ class CallTraceObserver(BaseObserver):
         frame = data.frame
         if not isinstance(frame, _WATCHED) or not self._first_of_twins(frame):
             return
+        if isinstance(frame, _VAD) and data.direction is not FrameDirection.DOWNSTREAM:
+            return  # the upstream copy: a second stop would abandon the turn the first one opened
         t = self._when(data)
         ct = self._trace
         if isinstance(frame, VADUserStoppedSpeakingFrame):
