@@ -112,5 +112,6 @@ class AssistantSettings:
     llm_prefill: bool = True
     #: the first words of a reply go to Piper at the first word boundary after the model has written
     #: for this long (two words at least), if no clause break or 40 characters came first
-    #: (services/first_clause.py)
-    tts_first_chunk_secs: float = 0.15
+    #: (services/first_clause.py); 0 = at the second word: 0.15 before 2026-12-04, whose longer first
+    #: chunk Piper took ~120 ms more to synthesize while llama-server wrote the rest (docs/benchmarks.md)
+    tts_first_chunk_secs: float = 0.0

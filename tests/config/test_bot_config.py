@@ -98,7 +98,7 @@ def test_vad_pause_secs_reaches_the_assistant_and_must_be_shorter_than_the_stop(
 
 
 def test_tts_first_chunk_secs_reaches_the_assistant_and_is_not_negative() -> None:
-    assert load_config(env={}).assistant_settings().tts_first_chunk_secs == 0.15
+    assert load_config(env={}).assistant_settings().tts_first_chunk_secs == 0.0
     assert load_config(env={"IVRBOT_TTS_FIRST_CHUNK_SECS": "0.3"}).assistant_settings().tts_first_chunk_secs == 0.3
     for bad in ("-0.1", "nan"):
         with pytest.raises(ConfigError, match="tts_first_chunk_secs"):

@@ -7,6 +7,7 @@ import asyncio
 from hypothesis import given
 from hypothesis import strategies as st
 
+from ivrbot.assistant_settings import AssistantSettings
 from ivrbot.services.first_clause import FirstClauseAggregator
 
 
@@ -62,6 +63,15 @@ async def test_interruption_resets_the_early_cut() -> None:
         pass
     await agg.handle_interruption()
     assert await feed(agg, "Okay, go ahead.") == ["Okay,", "go ahead."]
+
+
+async def test_the_bots_default_sends_the_first_two_words_at_once() -> None:
+    """Piper's synthesis time follows the chunk's length, and llama-server writing the rest of the
+    reply competes with it: two words are the first audio soonest (docs/benchmarks.md, 2026-12-04)."""
+    agg = FirstClauseAggregator(clock=Clock(), first_chunk_secs=AssistantSettings().tts_first_chunk_secs)
+    chunks = await feed(agg, "I can help you with that today. What is your name?")
+    assert chunks == ["I can", "help you with that today.", "What is your name?"]
+    assert await feed(agg, "Sure, tell me more.") == ["Sure,", "tell me more."]  # a clause break still wins
 
 
 async def test_slow_first_words_are_cut_by_time_not_by_characters() -> None:

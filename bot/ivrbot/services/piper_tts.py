@@ -42,6 +42,7 @@ from pipecat.utils.errors import ErrorCategory
 from pipecat.utils.tracing.service_decorators import traced_tts
 from websockets.protocol import State
 
+from ivrbot.assistant_settings import AssistantSettings
 from ivrbot.logs import get_logger
 from ivrbot.services.first_clause import FirstClauseAggregator
 from ivrbot.services.speech_text import speech_transform
@@ -62,7 +63,7 @@ class PiperTTSService(WebsocketTTSService):
         sample_rate: int = 22050,
         call_id: str = "",
         connect_timeout: float = 2.0,
-        first_chunk_secs: float = 0.15,
+        first_chunk_secs: float = AssistantSettings.tts_first_chunk_secs,
         **kwargs: Any,
     ) -> None:
         super().__init__(
