@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ivrbot_operator import defaults as d
+from ivrbot_operator.cpu import llama_threads
 from ivrbot_operator.ports import PodPorts, fits
 from ivrbot_operator.spec import BotSpec
 
@@ -163,6 +164,9 @@ def _sidecars(spec: BotSpec, ports: PodPorts) -> list[dict[str, Any]]:
                   "--ctx-size", str(spec.llm_ctx_size), "--parallel", str(spec.llm_parallel)]
     if spec.llm_model_url:
         llama_args += ["--model-url", spec.llm_model_url]
+    threads = llama_threads(spec.llm.resources, list(spec.llm.args))
+    if threads is not None:
+        llama_args += ["--threads", str(threads)]
     containers: list[dict[str, Any]] = [
         {
             "name": "vosk", "image": spec.stt.image, "imagePullPolicy": spec.image_pull_policy,

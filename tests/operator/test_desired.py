@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from ivrbot_operator import crd as crd_module
 from ivrbot_operator import defaults as d
+from ivrbot_operator.cpu import cpu_cores, llama_threads
 from ivrbot_operator.desired import Owner, allocation_fits, desired_pod, spec_hash
 from ivrbot_operator.dispatcher import (
     Destination,
@@ -71,6 +72,43 @@ def test_pod_shape_hostnetwork_ports_probes_drain() -> None:
     assert sidecars["vosk"]["image"] == d.VOSK_IMAGE and sidecars["llama"]["image"] == d.LLAMA_IMAGE
     assert sidecars["piper"]["image"] == d.PIPER_IMAGE and bot["image"] == d.BOT_IMAGE
     assert pod["metadata"]["ownerReferences"][0] == OWNER.reference()
+
+
+def llama_args(**llm: Any) -> list[str]:
+    pod = desired_pod(OWNER, spec(llm=llm), 0, PORTS)
+    args: list[str] = next(c for c in pod["spec"]["initContainers"] if c["name"] == "llama")["args"]
+    return args
+
+
+def test_llama_threads_follow_the_containers_cpu_not_the_nodes() -> None:
+    """llama.cpp would start a thread per node CPU; one held back stalls every token (cpu.py)."""
+    args = llama_args()  # the CRD's default request, 500m
+    assert args[args.index("--threads") + 1] == "1"
+    args = llama_args(resources={"requests": {"cpu": "1500m"}, "limits": {"cpu": "3"}})
+    assert args[args.index("--threads") + 1] == "3"  # what it may use
+    args = llama_args(resources={"requests": {"cpu": 2}})
+    assert args[args.index("--threads") + 1] == "2"
+    # the user's own thread count wins, and is the only one
+    for own in (["--threads", "4"], ["-t", "4"], ["--threads=4"]):
+        args = llama_args(args=own)
+        assert args.count("--threads") == (1 if own[0] == "--threads" else 0) and args[-len(own):] == own
+
+
+@given(st.one_of(
+    st.integers(1, 64_000).map(lambda m: f"{m}m"),
+    st.decimals(min_value="0.001", max_value="64", places=3).map(str),
+    st.integers(1, 64),
+))
+def test_llama_threads_are_whole_cores_within_the_cpu_given(cpu: object) -> None:
+    threads = llama_threads({"limits": {"cpu": cpu}}, [])
+    cores = cpu_cores(cpu)
+    assert threads is not None and cores is not None
+    assert 1 <= threads <= max(1, cores)
+
+
+def test_cpu_quantities_that_are_not_quantities_set_no_threads() -> None:
+    for bad in ("", "one", "1.5x", "-1", None, True, [1]):
+        assert llama_threads({"limits": {"cpu": bad}}, []) is None
 
 
 def test_pod_validates_against_kubernetes_schema() -> None:
