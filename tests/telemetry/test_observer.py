@@ -7,6 +7,8 @@ received by the session's real OTLP endpoint (the process-wide provider Pipecat 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 
 from pipecat.frames.frames import (
     BotStartedSpeakingFrame,
@@ -62,6 +64,30 @@ async def until(predicate: object, what: str) -> None:
     raise AssertionError(f"never happened: {what}")
 
 
+@asynccontextmanager
+async def started(
+    worker: PipelineWorker, create_task: Callable[..., asyncio.Task[None]]
+) -> AsyncIterator[asyncio.Task[None]]:
+    """The worker running (``create_task`` decides its context), once its pipeline has started; cancelled
+    on the way out unless the test ended it."""
+    up = asyncio.Event()
+
+    async def _started(w: PipelineWorker, frame: Frame) -> None:
+        up.set()
+
+    worker.add_event_handler("on_pipeline_started", _started)
+    runner = WorkerRunner(handle_sigint=False)
+    await runner.add_workers(worker)
+    run = create_task(runner.run())
+    try:
+        await asyncio.wait_for(up.wait(), 30)
+        yield run
+    finally:
+        if not run.done():
+            await worker.cancel()
+            await asyncio.gather(run, return_exceptions=True)
+
+
 async def test_observer_marks_stages_and_pipecat_spans_join_the_call(
     global_tracing: Tracing, session_otlp_receiver: OtlpReceiver
 ) -> None:
@@ -79,18 +105,7 @@ async def test_observer_marks_stages_and_pipecat_spans_join_the_call(
         observers=[CallTraceObserver(ct, clock)],
         **worker_tracing_kwargs(call_id, tracing_enabled=global_tracing.enabled),
     )
-    started = asyncio.Event()
-
-    async def _started(w: PipelineWorker, frame: Frame) -> None:
-        started.set()
-
-    worker.add_event_handler("on_pipeline_started", _started)
-
-    runner = WorkerRunner(handle_sigint=False)
-    await runner.add_workers(worker)
-    run = ct.create_task(runner.run(), name="pipeline")
-    try:
-        await asyncio.wait_for(started.wait(), 30)
+    async with started(worker, ct.create_task) as run:
         # Greeting: audio with no turn open is not a turn.
         await worker.queue_frames([TTSAudioRawFrame(b"\0\0" * 160, 16000, 1), BotStartedSpeakingFrame()])
         await worker.queue_frames([BotStoppedSpeakingFrame()])
@@ -121,10 +136,6 @@ async def test_observer_marks_stages_and_pipecat_spans_join_the_call(
         assert ct.turns_completed == 1
         await worker.queue_frames([BotStoppedSpeakingFrame(), EndFrame()])
         await asyncio.wait_for(run, 30)
-    finally:
-        if not run.done():
-            await worker.cancel()
-            await asyncio.gather(run, return_exceptions=True)
     ct.end("caller_bye")
     assert global_tracing.force_flush(10)
 
@@ -199,17 +210,7 @@ async def test_a_turn_whose_final_came_at_the_pause_is_complete(global_tracing: 
         params=PipelineParams(audio_in_sample_rate=settings.audio_in_sample_rate),
         enable_rtvi=False, idle_timeout_secs=None, clock=clock, observers=[CallTraceObserver(ct, clock)],
     )
-    started = asyncio.Event()
-
-    async def _started(w: PipelineWorker, frame: Frame) -> None:
-        started.set()
-
-    worker.add_event_handler("on_pipeline_started", _started)
-    runner = WorkerRunner(handle_sigint=False)
-    await runner.add_workers(worker)
-    run = asyncio.create_task(runner.run())
-    try:
-        await asyncio.wait_for(started.wait(), 30)
+    async with started(worker, asyncio.create_task) as run:
         # speech, then silence 20 ms at a time (as a caller sends it) until the pause's final is in
         await worker.queue_frames(chunks(trim_silence(caller_speech("오늘 날씨가 어때요"))))
         for _ in range(25):
@@ -231,8 +232,4 @@ async def test_a_turn_whose_final_came_at_the_pause_is_complete(global_tracing: 
         assert ct.turns_completed == 1
         await worker.queue_frames([EndFrame()])
         await asyncio.wait_for(run, 30)
-    finally:
-        if not run.done():
-            await worker.cancel()
-            await asyncio.gather(run, return_exceptions=True)
     ct.end("caller_bye")
