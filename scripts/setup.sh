@@ -123,6 +123,11 @@ step "checking the install (ivrbot and llama-server run)" "seconds" \
 from ivrbot_sidecars.models import llama_server_bin
 r = subprocess.run([str(llama_server_bin()), "--version"], capture_output=True, text=True)
 sys.exit(0 if r.returncode == 0 else "error: llama-server does not run: " + (r.stderr or r.stdout).strip()[-300:])'
+# The bundled GGUF is Q4_1, which llama.cpp runs slowly on x86: convert it to Q8_0 once (seconds;
+# cached in $CACHE_DIR/models, ivrbot_sidecars.models.requantized says why).
+step "preparing the bundled LLM (Q4_1 -> Q8_0, once)" "seconds" \
+  "read the llama-quantize error above; LLAMA_MODEL=/path/to/model.gguf uses a model of your own instead"
+IVRBOT_CACHE_DIR="$CACHE_DIR" .venv/bin/python -c 'from ivrbot_sidecars.models import llama_model_path; print("    " + str(llama_model_path()))'
 printf '==> [%s] set-up complete\n' "$(elapsed)"
 
 if ((RUN_MAIN)); then

