@@ -7,6 +7,7 @@ caller: measured here, first token is ~500 ms on a new prompt and 50-80 ms on a 
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,26 @@ import aiohttp
 from ivrbot_sidecars.models import llama_server_bin
 from ivrbot_sidecars.process import ManagedProcess, SidecarError
 
+THREAD_FLAGS = ("-t", "--threads")
+
+
+def names_threads(args: list[str]) -> bool:
+    """Whether llama-server arguments set the thread count themselves."""
+    return any(a in THREAD_FLAGS or a.startswith("--threads=") for a in args)
+
+
+def shared_box_threads() -> int:
+    """Threads for a llama-server sharing its machine with Vosk, Piper and the bot: half the CPUs, at least 1.
+
+    llama.cpp's default is one thread per CPU, and its threads meet at a barrier per token: on a
+    2-core box where three calls' Vosk, Piper and bot also run, a preempted thread stalls the
+    others. Measured here (docs/benchmarks.md): one thread instead of two cut llama-server's CPU by
+    half and the three-call p95 from 2.6-3.2 s to ~1.5 s, with the one-call figures unchanged.
+    """
+    affinity = getattr(os, "sched_getaffinity", None)
+    cpus = len(affinity(0)) if affinity is not None else (os.cpu_count() or 1)
+    return max(1, cpus // 2)
+
 
 @dataclass
 class LlamaServerConfig:
@@ -24,6 +45,7 @@ class LlamaServerConfig:
     port: int = 8080  #: where `ivrbot serve` looks for it by default (pinned to AssistantSettings.llama_url)
     ctx_size: int = 4096
     parallel: int = 4
+    #: --threads, unless ``extra_args`` set them; None leaves llama.cpp's default (one per CPU)
     threads: int | None = None
     extra_args: list[str] = field(default_factory=list)
 
@@ -38,7 +60,7 @@ class LlamaServerConfig:
             "--no-webui",
             "--log-disable",
         ]
-        if self.threads:
+        if self.threads and not names_threads(self.extra_args):
             args += ["--threads", str(self.threads)]
         return args + self.extra_args
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -9,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from ivrbot_sidecars import models
-from ivrbot_sidecars.llama import LlamaServer, LlamaServerConfig, chat_once
+from ivrbot_sidecars.llama import LlamaServer, LlamaServerConfig, chat_once, shared_box_threads
 from ivrbot_sidecars.process import SidecarError
+from ivrbot_tools.stack import StackConfig
 
 pytestmark = pytest.mark.slow
 
@@ -66,3 +68,21 @@ async def test_port_taken_is_a_clear_error() -> None:
 def test_missing_model_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(SidecarError, match="llama-server: model not found"):
         LlamaServer(LlamaServerConfig(model=tmp_path / "nope.gguf"))
+
+
+def test_threads_are_passed_unless_the_extra_arguments_name_them() -> None:
+    def argv(threads: int | None, extra: list[str]) -> list[str]:
+        return LlamaServerConfig(model=Path("m.gguf"), threads=threads, extra_args=extra).argv(Path("llama-server"))
+
+    assert argv(1, [])[-2:] == ["--threads", "1"]
+    assert "--threads" not in argv(None, [])  # llama.cpp's own default
+    for extra in (["-t", "3"], ["--threads", "3"], ["--threads=3"]):
+        got = argv(1, extra)
+        assert got[-len(extra):] == extra and "1" not in got[-len(extra) - 2:-len(extra)], got
+
+
+def test_the_stack_gives_llama_half_the_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    for cpus, threads in ((1, 1), (2, 1), (3, 1), (4, 2), (16, 8)):
+        monkeypatch.setattr(os, "sched_getaffinity", lambda _pid, n=cpus: set(range(n)))
+        assert shared_box_threads() == threads
+        assert StackConfig().llama_threads == threads

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from ivrbot.assistant_settings import DEFAULT_SYSTEM_PROMPT, AssistantSettings
 from ivrbot.logs import get_logger
-from ivrbot_sidecars.llama import LlamaServer, LlamaServerConfig
+from ivrbot_sidecars.llama import LlamaServer, LlamaServerConfig, shared_box_threads
 from ivrbot_sidecars.process import ManagedProcess, tcp_ready
 
 log = get_logger(__name__)
@@ -38,6 +38,8 @@ class StackConfig:
     piper_voice: Path | None = None
     llama_model: Path | None = None
     llama_parallel: int = 4
+    #: llama-server --threads (half the CPUs: it shares the box with the other two); a --threads in llama_args wins
+    llama_threads: int | None = field(default_factory=shared_box_threads)
     #: extra llama-server arguments (e.g. thread counts); LLAMA_SERVER_ARGS adds to them
     llama_args: list[str] = field(default_factory=lambda: os.environ.get("LLAMA_SERVER_ARGS", "").split())
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
@@ -112,6 +114,7 @@ class Stack:
                 host=c.host,
                 port=c.llama_port,
                 parallel=c.llama_parallel,
+                threads=c.llama_threads,
                 extra_args=list(c.llama_args),
             )
         )

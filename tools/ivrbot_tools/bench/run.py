@@ -16,6 +16,7 @@ from typing import Any
 import psutil
 
 from ivrbot.telemetry.budget import LatencyBudget
+from ivrbot_sidecars.llama import names_threads
 from ivrbot_tools.bench.profiles import (
     DEFAULT_GREETING,
     DEFAULT_PROFILES,
@@ -344,8 +345,8 @@ async def run_bench(config: BenchConfig) -> dict[str, Any]:
         stack = StackConfig(
             vosk_port=free_port(), piper_port=free_port(), llama_port=free_port(), llama_parallel=max(top, 1)
         )
-        say(f"bench: starting the local stack (llama-server --parallel {stack.llama_parallel}, "
-            f"max calls {bot_cfg.max_calls}) ...")
+        say(f"bench: starting the local stack (llama-server --parallel {stack.llama_parallel} --threads "
+            f"{stack.llama_threads} {' '.join(stack.llama_args)}, max calls {bot_cfg.max_calls}) ...")
         t0 = time.monotonic()
         async with LocalBot(bot_cfg, stack) as bot:
             say(f"  ready in {time.monotonic() - t0:.1f} s; bot log {log_path}")
@@ -358,4 +359,12 @@ async def run_bench(config: BenchConfig) -> dict[str, Any]:
                     if proc.pid is not None:
                         pids[name] = proc.pid
             bench = Bench(config, bot.sip_target, receiver, pids, log_path)
-            return await bench.run()
+            result = await bench.run()
+            if bot.stack is not None:  # what the LLM ran as: the figures depend on it
+                llama = bot.stack.llama.config
+                result["config"]["llama_server"] = {
+                    "model": llama.model.name, "parallel": llama.parallel,
+                    "threads": None if names_threads(llama.extra_args) else llama.threads,
+                    "extra_args": list(llama.extra_args),
+                }
+            return result
