@@ -68,6 +68,28 @@ async def test_streams_tokens_and_keeps_the_prefix_byte_stable(llama: SidecarPro
     assert reply_text(h, first_tokens).strip()
 
 
+async def test_warm_up_fills_every_slot(sidecar_logs: Path) -> None:
+    """After the warm-up, a caller finds the prefix cached whichever slot llama-server gives it."""
+    llama = llama_process(sidecar_logs)  # its own server (--parallel 2): no earlier test warmed its slots
+    await llama.astart()
+    system, greeting = "You answer the phone for a bakery in Seoul. Keep every answer to one sentence.", "Hello!"
+    try:
+        llm = service(llama, system)
+        await llm.warm_up(greeting=greeting)
+        cached = []
+        async with aiohttp.ClientSession() as http:
+            for slot in (0, 1):  # each slot in turn, named, so neither can borrow the other's cache
+                body = {"messages": [{"role": "system", "content": system}, {"role": "assistant", "content": greeting},
+                                     {"role": "user", "content": "영업 시간이 어떻게 되나요"}],
+                        "max_tokens": 1, "cache_prompt": True, "id_slot": slot}
+                async with http.post(f"http://127.0.0.1:{llama.port}/v1/chat/completions", json=body) as r:
+                    cached.append((await r.json())["usage"]["prompt_tokens_details"]["cached_tokens"])
+    finally:
+        await llama.astop()
+    # the system prompt, the greeting and the template around them (~40 tokens) came from the cache
+    assert all(n >= 30 for n in cached), cached
+
+
 async def test_max_tokens_bounds_the_reply(llama: SidecarProcess) -> None:
     llm = service(llama, max_tokens=5)
     ctx = LLMContext(messages=[{"role": "user", "content": "Tell me a long story about a dragon."}])
