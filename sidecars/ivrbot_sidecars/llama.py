@@ -30,8 +30,9 @@ def shared_box_threads() -> int:
 
     llama.cpp's default is one thread per CPU, and its threads meet at a barrier per token: on a
     2-core box where three calls' Vosk, Piper and bot also run, a preempted thread stalls the
-    others. Measured here (docs/benchmarks.md): one thread instead of two cut llama-server's CPU by
-    half and the three-call p95 from 2.6-3.2 s to ~1.5 s, with the one-call figures unchanged.
+    others. Measured here with the Q8_0 model (docs/benchmarks.md): one thread instead of two cut
+    llama-server's CPU over a three-call level from 30-40 s to 16-17 s and the three-call p95 from
+    1.4-3.2 s to 1.3-1.5 s, one call unchanged (p50 626-700 against 620-672 ms).
     """
     affinity = getattr(os, "sched_getaffinity", None)
     cpus = len(affinity(0)) if affinity is not None else (os.cpu_count() or 1)

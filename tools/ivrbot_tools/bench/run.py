@@ -345,8 +345,10 @@ async def run_bench(config: BenchConfig) -> dict[str, Any]:
         stack = StackConfig(
             vosk_port=free_port(), piper_port=free_port(), llama_port=free_port(), llama_parallel=max(top, 1)
         )
-        say(f"bench: starting the local stack (llama-server --parallel {stack.llama_parallel} --threads "
-            f"{stack.llama_threads} {' '.join(stack.llama_args)}, max calls {bot_cfg.max_calls}) ...")
+        ours = stack.llama_threads and not names_threads(stack.llama_args)
+        threads = [f"--threads {stack.llama_threads}"] if ours else []
+        llama_args = " ".join([f"--parallel {stack.llama_parallel}", *threads, *stack.llama_args])
+        say(f"bench: starting the local stack (llama-server {llama_args}, max calls {bot_cfg.max_calls}) ...")
         t0 = time.monotonic()
         async with LocalBot(bot_cfg, stack) as bot:
             say(f"  ready in {time.monotonic() - t0:.1f} s; bot log {log_path}")
