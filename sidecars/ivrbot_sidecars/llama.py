@@ -61,9 +61,14 @@ class LlamaServerConfig:
             "--no-webui",
             "--log-disable",
         ]
-        if self.threads and not names_threads(self.extra_args):
-            args += ["--threads", str(self.threads)]
+        if self.passed_threads is not None:
+            args += ["--threads", str(self.passed_threads)]
         return args + self.extra_args
+
+    @property
+    def passed_threads(self) -> int | None:
+        """The --threads this config adds: None when ``extra_args`` set them, or none is given."""
+        return self.threads if self.threads and not names_threads(self.extra_args) else None
 
 
 class LlamaServer:

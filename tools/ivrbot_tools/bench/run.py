@@ -16,7 +16,6 @@ from typing import Any
 import psutil
 
 from ivrbot.telemetry.budget import LatencyBudget
-from ivrbot_sidecars.llama import names_threads
 from ivrbot_tools.bench.profiles import (
     DEFAULT_GREETING,
     DEFAULT_PROFILES,
@@ -345,13 +344,17 @@ async def run_bench(config: BenchConfig) -> dict[str, Any]:
         stack = StackConfig(
             vosk_port=free_port(), piper_port=free_port(), llama_port=free_port(), llama_parallel=max(top, 1)
         )
-        ours = stack.llama_threads and not names_threads(stack.llama_args)
-        threads = [f"--threads {stack.llama_threads}"] if ours else []
-        llama_args = " ".join([f"--parallel {stack.llama_parallel}", *threads, *stack.llama_args])
-        say(f"bench: starting the local stack (llama-server {llama_args}, max calls {bot_cfg.max_calls}) ...")
+        say(f"bench: starting the local stack (llama-server --parallel {stack.llama_parallel}, "
+            f"max calls {bot_cfg.max_calls}) ...")
         t0 = time.monotonic()
         async with LocalBot(bot_cfg, stack) as bot:
-            say(f"  ready in {time.monotonic() - t0:.1f} s; bot log {log_path}")
+            llama = bot.stack.llama.config if bot.stack is not None else None
+            # what the LLM runs as: the figures depend on it
+            llama_info = None if llama is None else {
+                "model": llama.model.name, "parallel": llama.parallel, "threads": llama.passed_threads,
+                "extra_args": list(llama.extra_args),
+            }
+            say(f"  ready in {time.monotonic() - t0:.1f} s; llama-server {llama_info}; bot log {log_path}")
             pids = dict(config.watch)
             if bot.bot is not None and bot.bot.pid is not None:
                 pids["bot"] = bot.bot.pid
@@ -362,11 +365,6 @@ async def run_bench(config: BenchConfig) -> dict[str, Any]:
                         pids[name] = proc.pid
             bench = Bench(config, bot.sip_target, receiver, pids, log_path)
             result = await bench.run()
-            if bot.stack is not None:  # what the LLM ran as: the figures depend on it
-                llama = bot.stack.llama.config
-                result["config"]["llama_server"] = {
-                    "model": llama.model.name, "parallel": llama.parallel,
-                    "threads": None if names_threads(llama.extra_args) else llama.threads,
-                    "extra_args": list(llama.extra_args),
-                }
+            if llama_info is not None:
+                result["config"]["llama_server"] = llama_info
             return result
